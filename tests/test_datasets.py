@@ -1,0 +1,335 @@
+"""Dataset readers: CoOp's real split files, real EuroSAT, few-shot caching, base/new, clear errors."""
+import json
+import os
+import random
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from yacs.config import CfgNode
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import datasets  # noqa: E402  (registers every dataset)
+from clipadapt.data import (DatasetError, DatasetNotFoundError, read_and_split_data, read_split,  # noqa: E402
+                            sample_fewshot, save_split, subsample_classes)
+from clipadapt.engine import DATASET_REGISTRY  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+SPLITS = SHARED / "splits"
+needs_shared = pytest.mark.skipif(
+    not SPLITS.is_dir(), reason=f"real CoOp split files not found at {SPLITS} (project test data, not shipped)")
+needs_eurosat = pytest.mark.skipif(
+    not (SHARED / "eurosat" / "2750").is_dir(), reason=f"real EuroSAT not found at {SHARED / 'eurosat'}")
+
+EUROSAT_NAMES = ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway or Road",
+                 "Industrial Buildings", "Pasture Land", "Permanent Crop Land", "Residential Buildings",
+                 "River", "Sea or Lake"]
+
+
+def make_cfg(root, name, shots=-1, subsample="all", seed=1):
+    cfg = CfgNode()
+    cfg.DATASET = CfgNode()
+    cfg.DATASET.ROOT = str(root)
+    cfg.DATASET.NAME = name
+    cfg.DATASET.NUM_SHOTS = shots
+    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
+    cfg.SEED = seed
+    return cfg
+
+
+def build(root, name, **kw):
+    return DATASET_REGISTRY.get(name)(make_cfg(root, name, **kw))
+
+
+def touch_split(split, image_dir):
+    """Create an empty file for every image a split dict names."""
+    made = set()
+    for key in ("train", "val", "test"):
+        for rel, _, _ in split[key]:
+            path = os.path.join(image_dir, rel)
+            folder = os.path.dirname(path)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            open(path, "wb").close()
+
+
+def write_json(obj, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def tiny_eurosat(root, per_class=10, classes=("AnnualCrop", "Forest", "Highway", "River")):
+    """A small EuroSAT-layout dataset with a split json: 5/2/3 per class."""
+    split = {"train": [], "val": [], "test": []}
+    for label, c in enumerate(classes):
+        names = [f"{c}/{c}_{i}.jpg" for i in range(per_class)]
+        cname = {"AnnualCrop": "Annual Crop Land", "Highway": "Highway or Road"}.get(c, c)
+        split["train"] += [[n, label, cname] for n in names[:5]]
+        split["val"] += [[n, label, cname] for n in names[5:7]]
+        split["test"] += [[n, label, cname] for n in names[7:]]
+    touch_split(split, os.path.join(root, "eurosat", "2750"))
+    write_json(split, os.path.join(root, "eurosat", "split_zhou_EuroSAT.json"))
+    return split
+
+
+def paths(items):
+    return [d.impath for d in items]
+
+
+@pytest.fixture(autouse=True)
+def _no_user_cache(monkeypatch):
+    monkeypatch.delenv("CLIPADAPT_CACHE", raising=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# real EuroSAT (read-only shared copy)
+
+@needs_eurosat
+def test_real_eurosat_counts_and_names():
+    ds = build(SHARED, "EuroSAT")
+    assert (len(ds.train_x), len(ds.val), len(ds.test)) == (13500, 5400, 8100)
+    assert ds.num_classes == 10 and ds.classnames == EUROSAT_NAMES == ds.all_classnames
+    assert ds.base_classnames == EUROSAT_NAMES[:5] and ds.new_classnames == EUROSAT_NAMES[5:]
+    assert ds.subsample == "all"
+
+
+@needs_eurosat
+def test_real_eurosat_fewshot_stable_per_seed_and_cached_outside_readonly_share(tmp_path, monkeypatch, capsys):
+    before = sorted(os.listdir(SHARED / "eurosat"))
+    monkeypatch.setenv("CLIPADAPT_CACHE", str(tmp_path / "cache"))
+    a = build(SHARED, "EuroSAT", shots=16, seed=1)
+    assert (len(a.train_x), len(a.val)) == (160, 40) and len(a.test) == 8100
+    cache = tmp_path / "cache" / "fewshot" / "eurosat" / "shot_16-seed_1.json"
+    assert cache.is_file()
+    assert "/work" not in cache.read_text() and str(SHARED) not in cache.read_text()  # relative paths
+    capsys.readouterr()
+    b = build(SHARED, "EuroSAT", shots=16, seed=1)
+    assert "Loading preprocessed few-shot data" in capsys.readouterr().out
+    assert paths(a.train_x) == paths(b.train_x) and paths(a.val) == paths(b.val)
+    c = build(SHARED, "EuroSAT", shots=16, seed=2)
+    assert set(paths(c.train_x)) != set(paths(a.train_x))
+    assert sorted(os.listdir(SHARED / "eurosat")) == before  # the shared folder is never written
+
+
+@needs_eurosat
+def test_real_eurosat_fewshot_without_cache_dir_is_deterministic_and_independent_of_global_rng(capsys):
+    random.seed(123)
+    a = build(SHARED, "EuroSAT", shots=4, seed=3)
+    assert "is not cached" in capsys.readouterr().out
+    random.seed(999)
+    random.random()
+    b = build(SHARED, "EuroSAT", shots=4, seed=3)
+    assert paths(a.train_x) == paths(b.train_x) and paths(a.val) == paths(b.val)
+
+
+@needs_eurosat
+def test_real_eurosat_base_new_share_shots(capsys):
+    full = build(SHARED, "EuroSAT", shots=16, seed=1)
+    base = build(SHARED, "EuroSAT", shots=16, seed=1, subsample="base")
+    new = build(SHARED, "EuroSAT", shots=16, seed=1, subsample="new")
+    out = capsys.readouterr().out
+    assert "SUBSAMPLE BASE CLASSES!" in out and "SUBSAMPLE NEW CLASSES!" in out
+    assert base.classnames == EUROSAT_NAMES[:5] and new.classnames == EUROSAT_NAMES[5:]
+    assert base.num_classes == new.num_classes == 5
+    assert {d.label for d in new.train_x} == set(range(5)) == {d.label for d in new.test}
+    assert set(paths(base.train_x)) | set(paths(new.train_x)) == set(paths(full.train_x))
+    assert len(base.test) + len(new.test) == 8100
+    assert base.new_classnames == new.new_classnames == EUROSAT_NAMES[5:]
+
+
+@needs_eurosat
+def test_real_eurosat_gzsl_label_space():
+    ds = build(SHARED, "EuroSAT", shots=2, seed=1, subsample="gzsl")
+    assert {d.label for d in ds.train_x} == set(range(5)) == {d.label for d in ds.val}
+    assert {d.label for d in ds.test} == set(range(10)) and len(ds.test) == 8100
+    assert ds.classnames == EUROSAT_NAMES and ds.num_classes == 10 and ds.lab2cname[7] == "Residential Buildings"
+    assert all(d.classname == EUROSAT_NAMES[d.label] for d in ds.test)
+    assert "gzsl" in ds.label_space
+
+
+# ---------------------------------------------------------------------------------------------
+# few-shot cache on a writable copy
+
+def test_fewshot_cache_survives_moving_the_root(tmp_path, capsys):
+    tiny_eurosat(tmp_path / "a")
+    a = build(tmp_path / "a", "EuroSAT", shots=3, seed=1)
+    cache = tmp_path / "a" / "eurosat" / "split_fewshot" / "shot_3-seed_1.json"
+    assert cache.is_file() and not list(cache.parent.glob(".tmp-*"))
+    entries = json.loads(cache.read_text())["train"]
+    assert all(not os.path.isabs(rel) and rel.startswith("2750/") for rel, _, _ in entries)
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    capsys.readouterr()
+    b = build(tmp_path / "b", "EuroSAT", shots=3, seed=1)
+    out = capsys.readouterr().out
+    assert "Loading preprocessed few-shot data" in out and "does not match" not in out
+    rel = lambda ds, root: [os.path.relpath(p, root) for p in paths(ds.train_x)]  # noqa: E731
+    assert rel(a, tmp_path / "a") == rel(b, tmp_path / "b")
+    assert all(p.startswith(str(tmp_path / "b")) for p in paths(b.train_x))
+
+
+def test_stale_fewshot_cache_is_redrawn_with_a_note(tmp_path, capsys):
+    split = tiny_eurosat(tmp_path)
+    a = build(tmp_path, "EuroSAT", shots=3, seed=1)
+    cache = tmp_path / "eurosat" / "split_fewshot" / "shot_3-seed_1.json"
+    data = json.loads(cache.read_text())
+    test_entry = split["test"][0]
+    data["train"][0] = ["2750/" + test_entry[0], test_entry[1], test_entry[2]]  # a file not in train
+    cache.write_text(json.dumps(data))
+    capsys.readouterr()
+    b = build(tmp_path, "EuroSAT", shots=3, seed=1)
+    out = capsys.readouterr().out
+    assert "does not match the current split" in out and "not in the current train split" in out
+    assert paths(a.train_x) == paths(b.train_x)
+    cache.write_text("{not json")
+    build(tmp_path, "EuroSAT", shots=3, seed=1)
+    assert "not valid json" in capsys.readouterr().out
+    assert json.loads(cache.read_text())["train"][0][0].startswith("2750/")
+
+
+def test_readonly_dataset_dir_caches_under_env_or_not_at_all(tmp_path, monkeypatch, capsys):
+    tiny_eurosat(tmp_path / "data")
+    ds_dir = tmp_path / "data" / "eurosat"
+    ds_dir.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    try:
+        a = build(tmp_path / "data", "EuroSAT", shots=2, seed=5)
+        assert "is not cached" in capsys.readouterr().out
+        monkeypatch.setenv("CLIPADAPT_CACHE", str(tmp_path / "cache"))
+        b = build(tmp_path / "data", "EuroSAT", shots=2, seed=5)
+        assert (tmp_path / "cache" / "fewshot" / "eurosat" / "shot_2-seed_5.json").is_file()
+        assert paths(a.train_x) == paths(b.train_x)
+        assert not (ds_dir / "split_fewshot").exists()
+    finally:
+        ds_dir.chmod(0o755)
+
+
+def test_sample_fewshot_function_counts_and_val_cap(tmp_path):
+    tiny_eurosat(tmp_path)
+    ds_dir = str(tmp_path / "eurosat")
+    train, val, _ = read_split(os.path.join(ds_dir, "split_zhou_EuroSAT.json"), os.path.join(ds_dir, "2750"))
+    tr, va = sample_fewshot(ds_dir, train, val, 8, seed=1, cache_dir=str(tmp_path / "c"))
+    assert len(tr) == 4 * 5  # classes have 5 train images: all of them
+    assert len(va) == 4 * 2  # min(8, 4) = 4, but only 2 val images per class
+    tr2, va2 = sample_fewshot(ds_dir, train, None, 2, seed=1)
+    assert len(tr2) == 8 and va2 is None
+
+
+# ---------------------------------------------------------------------------------------------
+# subsampling
+
+def test_subsample_classes_rule_and_modes(tmp_path):
+    tiny_eurosat(tmp_path, classes=("AnnualCrop", "Forest", "Highway", "River", "SeaLake"))
+    ds_dir = str(tmp_path / "eurosat")
+    train, val, test = read_split(os.path.join(ds_dir, "split_zhou_EuroSAT.json"), os.path.join(ds_dir, "2750"))
+    assert subsample_classes(train, val, test, subsample="all") == (train, val, test)
+    base = subsample_classes(train, val, test, subsample="base")
+    new = subsample_classes(train, val, test, subsample="new")
+    assert [{d.label for d in s} for s in base] == [{0, 1, 2}] * 3  # ceil(5/2) = 3 base classes
+    assert [{d.label for d in s} for s in new] == [{0, 1}] * 3
+    assert {d.classname for d in new[0]} == {"River", "SeaLake"}
+    g_train, g_val, g_test = subsample_classes(train, val, test, subsample="gzsl")
+    assert {d.label for d in g_train} == {0, 1, 2} and {d.label for d in g_test} == {0, 1, 2, 3, 4}
+    with pytest.raises(ValueError, match="base2new"):
+        subsample_classes(train, subsample="base2new")
+
+
+# ---------------------------------------------------------------------------------------------
+# errors name the path
+
+def test_missing_root_folder_imagedir_and_split_name_the_path(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        build(tmp_path / "nope", "EuroSAT")
+    assert str(tmp_path / "nope") in str(err.value) and "DATASETS.md" in str(err.value)
+    with pytest.raises(FileNotFoundError) as err:
+        build(tmp_path, "EuroSAT")
+    msg = str(err.value)
+    assert str(tmp_path / "eurosat") in msg and "2750/" in msg and "split_zhou_EuroSAT.json" in msg
+    assert "DATASETS.md" in msg and "└──" in msg
+    (tmp_path / "eurosat").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="Image folder not found: " + str(tmp_path / "eurosat" / "2750")):
+        build(tmp_path, "EuroSAT")
+    (tmp_path / "oxford_pets" / "images").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError) as err:
+        build(tmp_path, "OxfordPets")
+    assert "Split file not found: " + str(tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json") in str(err.value)
+
+
+def test_bad_split_files_name_the_file_and_entry(tmp_path):
+    split = tiny_eurosat(tmp_path)
+    path = tmp_path / "eurosat" / "split_zhou_EuroSAT.json"
+    image_dir = str(tmp_path / "eurosat" / "2750")
+
+    path.write_text("[1, 2")
+    with pytest.raises(DatasetError, match="not valid json") as err:
+        read_split(str(path), image_dir)
+    assert str(path) in str(err.value)
+
+    write_json({"train": split["train"], "test": split["test"]}, str(path))
+    with pytest.raises(DatasetError, match=r"lacks the key\(s\) \['val'\]") as err:
+        build(tmp_path, "EuroSAT")
+    assert str(path) in str(err.value)
+
+    bad = json.loads(json.dumps(split))
+    bad["test"][2][1] = 7
+    write_json(bad, str(path))
+    with pytest.raises(DatasetError, match=r"entry test\[2\].*label 7 is out of range") as err:
+        build(tmp_path, "EuroSAT")
+    assert str(path) in str(err.value)
+
+    bad = json.loads(json.dumps(split))
+    bad["val"][1][2] = "Sea or Lake"
+    write_json(bad, str(path))
+    with pytest.raises(DatasetError, match=r"entry val\[1\].*inconsistent") as err:
+        build(tmp_path, "EuroSAT")
+    assert str(path) in str(err.value)
+
+    bad = json.loads(json.dumps(split))
+    bad["train"] = [e for e in bad["train"] if e[1] != 2]
+    write_json(bad, str(path))
+    with pytest.raises(DatasetError, match=r"class 2 \('Highway or Road'\) has no images in \"train\"") as err:
+        build(tmp_path, "EuroSAT")
+    assert str(path) in str(err.value)
+
+    write_json(split, str(path))
+    os.remove(os.path.join(image_dir, split["val"][3][0]))
+    os.remove(os.path.join(image_dir, split["test"][0][0]))
+    with pytest.raises(DatasetError) as err:
+        build(tmp_path, "EuroSAT")
+    msg = str(err.value)
+    assert "names 2 of 40 images that are not on disk" in msg and str(path) in msg
+    assert "the first is " + os.path.join(image_dir, split["val"][3][0]) in msg
+
+
+def test_read_and_split_data_and_empty_class(tmp_path, capsys):
+    image_dir = tmp_path / "eurosat" / "2750"
+    for c, n in (("Forest", 10), ("AnnualCrop", 7)):
+        (image_dir / c).mkdir(parents=True)
+        for i in range(n):
+            (image_dir / c / f"{c}_{i}.jpg").touch()
+    ds = build(tmp_path, "EuroSAT")  # no json: built 50/20/30 from the folders, then saved
+    assert ds.classnames == ["Annual Crop Land", "Forest"]
+    assert (len(ds.train_x), len(ds.val), len(ds.test)) == (4 + 5, 1 + 2, 2 + 3)
+    saved = tmp_path / "eurosat" / "split_zhou_EuroSAT.json"
+    again = read_split(str(saved), str(image_dir))
+    assert [paths(s) for s in again] == [paths(ds.train_x), paths(ds.val), paths(ds.test)]
+    assert read_and_split_data(str(image_dir), seed=1)[0][0].impath == ds.train_x[0].impath
+    (image_dir / "Pasture").mkdir()
+    with pytest.raises(DatasetError, match="Pasture holds no images") as err:
+        read_and_split_data(str(image_dir))
+    assert str(image_dir / "Pasture") in str(err.value)
+
+
+def test_save_split_is_relative_and_atomic(tmp_path):
+    split = tiny_eurosat(tmp_path)
+    image_dir = str(tmp_path / "eurosat" / "2750")
+    train, val, test = read_split(str(tmp_path / "eurosat" / "split_zhou_EuroSAT.json"), image_dir)
+    out = tmp_path / "out" / "split.json"
+    save_split(train, val, test, str(out), image_dir)
+    assert json.loads(out.read_text()) == split
+    assert os.listdir(out.parent) == ["split.json"]
