@@ -48,8 +48,8 @@ class PromptLearner(nn.Module):
         if self.csc and self.ctx.dim() == 3 and len(classnames) != self.ctx.shape[0]:
             raise ValueError(f"Class-specific context (CSC) was learned for {self.ctx.shape[0]} classes and cannot "
                              f"serve {len(classnames)} others; use unified context for base-to-new or GZSL.")
+        self.classnames = list(classnames)
         names = [name.replace("_", " ") for name in classnames]
-        self.classnames = names
         self.name_lens = [n_tokens(self.tokenizer, name) for name in names]
         device = self.token_embedding.weight.device
         tokenized = self.tokenizer([f"{self.prompt_prefix} {name}." for name in names]).to(device)

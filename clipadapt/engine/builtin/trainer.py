@@ -22,7 +22,7 @@ class CheckpointMixin:
 
     def checkpoint_meta(self):
         """Identity stored with every checkpoint; subclasses add what makes a checkpoint compatible."""
-        return {"trainer": type(self).__name__, "torch": torch.__version__}
+        return {"trainer": type(self).__name__, "torch": str(torch.__version__)}
 
     def rng_state(self):
         return {

@@ -1,0 +1,217 @@
+"""ClipTrainer: what every CLIP trainer shares, so a trainer file holds only its method.
+
+- a frozen open_clip CLIP (`self.clip_model`, `self.text_encoder`, `self.tokenizer`), in the
+  precision of the trainer's PREC key;
+- image features instead of images: `parse_batch_train` / `parse_batch_test` return
+  (features, labels). With FEATURES.CACHE on they come from the on-disk cache (one augmented view
+  per epoch, test features once); otherwise the frozen encoder runs on each batch;
+- the class-name spaces of the protocols (`classnames` = test label space, `train_classnames`,
+  `base_classnames`, `new_classnames`);
+- checkpoints that name their trainer and backbone, and a `prepare_eval()` hook that runs once per
+  evaluation (for text features that do not change between batches).
+"""
+import os.path as osp
+
+import torch
+import torch.nn.functional as F
+
+from .clip import TextEncoder, load_clip_from_cfg, precision_dtype, state_dict_digest
+from .engine import CheckpointMixin, TrainerX
+from .engine.builtin.data_manager import IndexDataset, build_data_loader
+from .features import FeatureCache, encode_images, feature_key, image_list_digest
+
+
+# Our checkpoint logic on top of either engine (the built-in TrainerX already has it).
+_BASES = (TrainerX,) if issubclass(TrainerX, CheckpointMixin) else (CheckpointMixin, TrainerX)
+
+
+class ClipTrainer(*_BASES):
+    CONFIG_NODE = None  # the trainer's node under cfg.TRAINER, e.g. "COOP"
+
+    @classmethod
+    def add_config(cls, cfg):
+        """Add the trainer's own config node (called by train.py for the requested trainer only)."""
+
+    # ----- config --------------------------------------------------------------------------------
+    @property
+    def method_cfg(self):
+        return self.cfg.TRAINER[self.CONFIG_NODE] if self.CONFIG_NODE else None
+
+    @property
+    def prec(self):
+        node = self.method_cfg
+        return node.PREC if node is not None and "PREC" in node else "fp32"
+
+    def autocast(self):
+        dtype, use_amp = precision_dtype(self.prec, self.device)
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp)
+
+    # ----- data: image features in place of images -------------------------------------------------
+    def build_data_loader(self):
+        super().build_data_loader()
+        self.use_feature_cache = bool(self.cfg.FEATURES.CACHE)
+        self._split_data = {"train_x": self.dm.dataset.train_x, "val": self.dm.dataset.val,
+                            "test": self.dm.dataset.test}
+        self._features = {}
+        self._eval_split = "test"
+        if self.use_feature_cache:
+            # Same sampler, batch size and drop_last as the image loaders; no image decoding.
+            cfg = self.cfg
+            self.train_loader_x = build_data_loader(
+                cfg, cfg.DATALOADER.TRAIN_X.SAMPLER, self.dm.dataset.train_x, cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+                is_train=True, dataset_wrapper=_index_wrapper)
+            if self.val_loader is not None:
+                self.val_loader = build_data_loader(
+                    cfg, "SequentialSampler", self.dm.dataset.val, cfg.DATALOADER.TEST.BATCH_SIZE,
+                    is_train=False, dataset_wrapper=_index_wrapper)
+            self.test_loader = build_data_loader(
+                cfg, "SequentialSampler", self.dm.dataset.test, cfg.DATALOADER.TEST.BATCH_SIZE,
+                is_train=False, dataset_wrapper=_index_wrapper)
+
+    @property
+    def dataset(self):
+        return self.dm.dataset
+
+    @property
+    def classnames(self):
+        """Names of the test label space, in label order."""
+        return list(self.dm.dataset.classnames)
+
+    @property
+    def train_classnames(self):
+        """Names of the classes training images can have: the base classes in GZSL, else `classnames`."""
+        if self.cfg.DATASET.SUBSAMPLE_CLASSES == "gzsl":
+            return list(self.dm.dataset.base_classnames)
+        return self.classnames
+
+    @property
+    def base_classnames(self):
+        return list(getattr(self.dm.dataset, "base_classnames", self.classnames))
+
+    @property
+    def new_classnames(self):
+        return list(getattr(self.dm.dataset, "new_classnames", []))
+
+    # ----- CLIP ------------------------------------------------------------------------------------
+    def load_clip(self):
+        """Load the frozen CLIP of MODEL.BACKBONE; sets clip_model, tokenizer, text_encoder, backbone."""
+        print(f"Loading CLIP (backbone: {self.cfg.MODEL.BACKBONE.NAME})")
+        self.clip_model, self.tokenizer, self.backbone = load_clip_from_cfg(self.cfg, device=self.device, prec=self.prec)
+        size = self.clip_model.visual.image_size
+        size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        if tuple(self.cfg.INPUT.SIZE) != size:
+            raise ValueError(f"INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} does not match the backbone's input size "
+                             f"{size}; set INPUT.SIZE to {size}.")
+        self.text_encoder = TextEncoder(self.clip_model)
+        if self.backbone.weights is None:  # random weights: name them by their values
+            self.backbone.identity += ":" + state_dict_digest(self.clip_model.visual)
+        return self.clip_model
+
+    @property
+    def logit_scale(self):
+        return self.clip_model.logit_scale.exp().float()
+
+    def encode_images(self, images):
+        with torch.no_grad(), self.autocast():
+            return self.clip_model.encode_image(images.to(self.clip_model.logit_scale.dtype)).float()
+
+    def encode_texts(self, texts):
+        """Unit-norm features of fixed prompts (computed once by the caller, never per step)."""
+        tokenized = self.tokenizer(texts).to(self.device)
+        with self.autocast():
+            return self.text_encoder.encode_tokenized(tokenized)
+
+    def cached_features(self, split, view=None):
+        """(N, D) features of a split; `view` selects an augmented training view."""
+        cache_id = (split, view)
+        if cache_id in self._features:
+            return self._features[cache_id]
+        self._features = {k: v for k, v in self._features.items() if k[1] is None}  # keep one train view
+        data = self._split_data[split]
+        transform = self.dm.tfm_train if view is not None else self.dm.tfm_test
+        view_seed = None if view is None else max(self.cfg.SEED, 0) * 10_007 + view
+        key = feature_key(
+            dataset=self.cfg.DATASET.NAME, split=split, images=image_list_digest(data, self.cfg.DATASET.ROOT),
+            backbone=self.backbone.identity, transform=repr(transform), view_seed=view_seed,
+            prec=str(precision_dtype(self.prec, self.device)),
+        )
+        cache = FeatureCache(self.cfg.FEATURES.CACHE_DIR)
+        what = f"{split} view {view}" if view is not None else split
+        feats = cache.get_or_compute(
+            key,
+            lambda: encode_images(self.encode_images, data, transform, view_seed=view_seed,
+                                  batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
+                                  num_workers=self.cfg.DATALOADER.NUM_WORKERS, device=self.device,
+                                  desc=f"Image features ({what})"),
+            meta={"dataset": self.cfg.DATASET.NAME, "split": split, "view": view, "backbone": self.backbone.identity},
+        )
+        feats = feats.to(self.device)
+        self._features[cache_id] = feats
+        return feats
+
+    def train_view_index(self, epoch):
+        n_views = self.cfg.FEATURES.TRAIN_VIEWS
+        return epoch % n_views if n_views > 0 else epoch
+
+    def parse_batch_train(self, batch):
+        label = batch["label"].to(self.device)
+        if self.use_feature_cache:
+            feats = self.cached_features("train_x", self.train_view_index(self.epoch))[batch["index"].to(self.device)]
+        else:
+            feats = self.encode_images(batch["img"].to(self.device))
+        return feats, label
+
+    def parse_batch_test(self, batch):
+        label = batch["label"].to(self.device)
+        if self.use_feature_cache:
+            return self.cached_features(self._eval_split)[batch["index"].to(self.device)], label
+        return self.encode_images(batch["img"].to(self.device)), label
+
+    def model_backward_and_update(self, loss, names=None):
+        """Dassl's update, with a gradient scaler when PREC is amp on a GPU."""
+        if self.prec == "amp" and self.device.type == "cuda":
+            if getattr(self, "_scaler", None) is None:
+                self._scaler = torch.amp.GradScaler("cuda")
+            self.detect_anomaly(loss)
+            self.model_zero_grad(names)
+            self._scaler.scale(loss).backward()
+            for name in self.get_model_names(names):
+                if self._optims[name] is not None:
+                    self._scaler.step(self._optims[name])
+            self._scaler.update()
+        else:
+            super().model_backward_and_update(loss, names)
+
+    def end_of_epoch_lr_step(self):
+        """Dassl steps schedulers per epoch from inside forward_backward, after the last batch."""
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+
+    # ----- evaluation ------------------------------------------------------------------------------
+    def prepare_eval(self):
+        """Runs once before each evaluation pass: compute what does not change between batches."""
+
+    @torch.no_grad()
+    def test(self, split=None):
+        split = split or self.cfg.TEST.SPLIT
+        self._eval_split = "val" if split == "val" and self.val_loader is not None else "test"
+        self.set_model_mode("eval")
+        if self.use_feature_cache:
+            self.cached_features(self._eval_split)  # extract (or load) before the evaluation bar starts
+        self.prepare_eval()
+        return super().test(split)
+
+    # ----- checkpoints -----------------------------------------------------------------------------
+    def checkpoint_meta(self):
+        meta = super().checkpoint_meta()
+        meta["backbone"] = self.cfg.MODEL.BACKBONE.NAME
+        meta["config"] = self.cfg.dump()
+        return meta
+
+    @staticmethod
+    def normalize(x):
+        return F.normalize(x, dim=-1)
+
+
+def _index_wrapper(cfg, data_source, transform=None, is_train=False):
+    return IndexDataset(data_source)

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="clipadapt",
+    version="0.1.0",
+    description="CLIP adaptation that keeps zero-shot power: ZeroshotCLIP, CoOp, CLIP-Adapter, SHIP and PVA "
+                "as Dassl trainers",
+    python_requires=">=3.10",
+    packages=find_packages(include=["clipadapt", "clipadapt.*"]),
+    package_data={"clipadapt": ["clip/model_configs/*.json", "world/model_configs/*.json"]},
+    install_requires=[
+        # torch/torchvision: any CUDA or CPU build >= 2.1 works; we test on 2.14.1 / 0.29.1.
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "open_clip_torch>=2.24",
+        "yacs",
+        "PyYAML",
+        "tabulate",
+        "tqdm",
+        "numpy",
+        "Pillow",
+    ],
+    extras_require={"test": ["pytest"], "plot": ["matplotlib"]},
+)

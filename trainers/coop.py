@@ -1,0 +1,67 @@
+"""CoOp (Zhou et al., IJCV 2022): learnable context vectors in the text prompt; CLIP stays frozen."""
+import torch.nn.functional as F
+
+from clipadapt.clip import PromptLearner
+from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
+from clipadapt.engine.builtin.utils import load_checkpoint
+from clipadapt.trainer import ClipTrainer
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(ClipTrainer):
+    CONFIG_NODE = "COOP"
+
+    @classmethod
+    def add_config(cls, cfg):
+        from yacs.config import CfgNode as CN
+        cfg.TRAINER.COOP = CN()
+        cfg.TRAINER.COOP.N_CTX = 16  # number of context tokens
+        cfg.TRAINER.COOP.CSC = False  # class-specific context
+        cfg.TRAINER.COOP.CTX_INIT = ""  # e.g. "a photo of a" (then N_CTX = its token count)
+        cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, bf16 or amp
+        cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
+
+    def check_cfg(self, cfg):
+        if cfg.TRAINER.COOP.PREC not in ("fp16", "fp32", "bf16", "amp"):
+            raise ValueError(f'TRAINER.COOP.PREC "{cfg.TRAINER.COOP.PREC}" must be fp16, fp32, bf16 or amp')
+
+    def build_model(self):
+        node = self.method_cfg
+        self.load_clip()
+        self.prompt_learner = PromptLearner(
+            self.text_encoder, self.tokenizer, self.train_classnames, n_ctx=node.N_CTX, ctx_init=node.CTX_INIT,
+            csc=node.CSC, position=node.CLASS_TOKEN_POSITION)
+        if self.cfg.MODEL.INIT_WEIGHTS:
+            state = load_checkpoint(self.cfg.MODEL.INIT_WEIGHTS)
+            self.prompt_learner.load_state_dict(state.get("state_dict", state))
+        self.optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+        self.register_model("prompt_learner", self.prompt_learner, self.optim, self.sched)
+
+    def text_features(self):
+        prompts, tokenized = self.prompt_learner()
+        with self.autocast():
+            return self.normalize(self.text_encoder(prompts, tokenized).float())  # (n_cls, D)
+
+    def logits(self, image_features, text_features):
+        return self.logit_scale * self.normalize(image_features) @ text_features.t()
+
+    def before_epoch(self):
+        if self.prompt_learner.classnames != self.train_classnames:
+            self.prompt_learner.set_classnames(self.train_classnames)
+
+    def forward_backward(self, batch):
+        image_features, label = self.parse_batch_train(batch)
+        output = self.logits(image_features, self.text_features())
+        loss = F.cross_entropy(output, label)
+        self.model_backward_and_update(loss)
+        self.end_of_epoch_lr_step()
+        return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
+
+    def prepare_eval(self):
+        if self.prompt_learner.classnames != self.classnames:
+            self.prompt_learner.set_classnames(self.classnames)
+        self.eval_text_features = self.text_features()
+
+    def model_inference(self, image_features):
+        return self.logits(image_features, self.eval_text_features)

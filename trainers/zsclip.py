@@ -1,0 +1,39 @@
+"""ZeroshotCLIP (Radford et al., 2021): a hand-crafted prompt per class, no training."""
+import torch
+
+from clipadapt.clip import IMAGENET_TEMPLATES_SELECT, prompts_for
+from clipadapt.engine import TRAINER_REGISTRY
+from clipadapt.trainer import ClipTrainer
+
+
+@TRAINER_REGISTRY.register()
+class ZeroshotCLIP(ClipTrainer):
+    CONFIG_NODE = "ZSCLIP"
+
+    @classmethod
+    def add_config(cls, cfg):
+        from yacs.config import CfgNode as CN
+        cfg.TRAINER.ZSCLIP = CN()
+        cfg.TRAINER.ZSCLIP.PREC = "fp16"
+        cfg.TRAINER.ZSCLIP.TEMPLATE = ""  # "" = the dataset's CoOp template
+        cfg.TRAINER.ZSCLIP.ENSEMBLE = False  # True = average CoOp's 7 ImageNet templates (ZeroshotCLIP2)
+
+    def build_model(self):
+        self.load_clip()
+        self.text_features = self.classifier_weights(self.classnames)  # (n_cls, D), unit norm
+
+    def classifier_weights(self, classnames):
+        node = self.method_cfg
+        if node.ENSEMBLE:
+            per_template = [self.encode_texts([t.format(c.replace("_", " ")) for c in classnames])
+                            for t in IMAGENET_TEMPLATES_SELECT]
+            return self.normalize(torch.stack(per_template).mean(0))
+        prompts = prompts_for(classnames, self.cfg.DATASET.NAME, node.TEMPLATE)
+        print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")
+        return self.encode_texts(prompts)
+
+    def model_inference(self, image_features):
+        return self.logit_scale * self.normalize(image_features) @ self.text_features.t()
+
+    def train(self):
+        raise RuntimeError("ZeroshotCLIP has nothing to train; run it with --eval-only.")
