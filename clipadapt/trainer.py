@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .clip import TextEncoder, load_clip_from_cfg, precision_dtype, state_dict_digest
 from .engine import CheckpointMixin, TrainerX
+from .engine.builtin.evaluator import GZSLClassification
 from .engine.builtin.data_manager import IndexDataset, build_data_loader
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
 
@@ -31,6 +32,11 @@ class ClipTrainer(*_BASES):
     @classmethod
     def add_config(cls, cfg):
         """Add the trainer's own config node (called by train.py for the requested trainer only)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.DATASET.SUBSAMPLE_CLASSES == "gzsl":
+            self.evaluator = GZSLClassification(cfg, lab2cname=self.lab2cname, num_seen=len(self.base_classnames))
 
     # ----- config --------------------------------------------------------------------------------
     @property
