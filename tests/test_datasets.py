@@ -333,3 +333,208 @@ def test_save_split_is_relative_and_atomic(tmp_path):
     save_split(train, val, test, str(out), image_dir)
     assert json.loads(out.read_text()) == split
     assert os.listdir(out.parent) == ["split.json"]
+
+
+def test_shapes_missing_says_how_to_generate(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        build(tmp_path, "Shapes")
+    msg = str(err.value)
+    assert str(tmp_path / "shapes") in msg and f"python -m clipadapt.world.shapes --root {tmp_path}" in msg
+    with pytest.raises(DatasetNotFoundError, match="python -m clipadapt.world.shapes --root"):
+        build(tmp_path / "absent", "Shapes")
+
+
+def test_shapes_reads_coop_layout(tmp_path):
+    split = {"train": [], "val": [], "test": []}
+    for label, c in enumerate(["red circle", "blue square", "green triangle"]):
+        folder = c.replace(" ", "_")
+        split["train"] += [[f"{folder}/{i}.png", label, c] for i in range(3)]
+        split["val"].append([f"{folder}/3.png", label, c])
+        split["test"] += [[f"{folder}/{i}.png", label, c] for i in (4, 5)]
+    touch_split(split, str(tmp_path / "shapes" / "images"))
+    write_json(split, str(tmp_path / "shapes" / "split_zhou_Shapes.json"))
+    ds = build(tmp_path, "Shapes", subsample="new")
+    assert ds.classnames == ["green triangle"] and ds.base_classnames == ["red circle", "blue square"]
+    assert ds.all_classnames == ["red circle", "blue square", "green triangle"]
+    assert (len(ds.train_x), len(ds.val), len(ds.test)) == (3, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# CoOp's real split files on a tree of empty files
+
+REAL_SPLITS = {
+    # name: (json, dataset_dir, image_dir, n_classes, n_base, first classname)
+    "Caltech101": ("split_zhou_Caltech101.json", "caltech-101", "101_ObjectCategories", 100, 50, "face"),
+    "DescribableTextures": ("split_zhou_DescribableTextures.json", "dtd", "images", 47, 24, "banded"),
+    "EuroSAT": ("split_zhou_EuroSAT.json", "eurosat", "2750", 10, 5, "Annual Crop Land"),
+    "OxfordFlowers": ("split_zhou_OxfordFlowers.json", "oxford_flowers", "jpg", 102, 51, "pink primrose"),
+    "OxfordPets": ("split_zhou_OxfordPets.json", "oxford_pets", "images", 37, 19, "abyssinian"),
+    "StanfordCars": ("split_zhou_StanfordCars.json", "stanford_cars", "", 196, 98, "2000 AM General Hummer SUV"),
+    "UCF101": ("split_zhou_UCF101.json", "ucf101", "UCF-101-midframes", 101, 51, "Apply_Eye_Makeup"),
+}
+
+
+@needs_shared
+@pytest.mark.parametrize("name", sorted(REAL_SPLITS))
+def test_real_split_files(name, tmp_path, capsys):
+    json_name, dataset_dir, image_dir, n_classes, n_base, first = REAL_SPLITS[name]
+    with open(SPLITS / json_name) as f:
+        split = json.load(f)
+    touch_split(split, str(tmp_path / dataset_dir / image_dir))
+    shutil.copy(SPLITS / json_name, tmp_path / dataset_dir / json_name)
+
+    ds = build(tmp_path, name)
+    assert (len(ds.train_x), len(ds.val), len(ds.test)) == tuple(len(split[k]) for k in ("train", "val", "test"))
+    assert ds.num_classes == n_classes == len(ds.classnames) and ds.classnames[0] == first
+    assert ds.train_x[0].impath == os.path.join(tmp_path, dataset_dir, image_dir, split["train"][0][0])
+    names = {label: cname for _, label, cname in split["train"]}
+    assert ds.all_classnames == [names[y] for y in range(n_classes)]
+    assert (len(ds.base_classnames), len(ds.new_classnames)) == (n_base, n_classes - n_base)
+
+    new = build(tmp_path, name, subsample="new", shots=1, seed=1)
+    assert new.classnames == ds.new_classnames and new.num_classes == n_classes - n_base
+    assert len(new.train_x) == n_classes - n_base
+    assert len(new.test) == sum(1 for _, y, _ in split["test"] if y >= n_base)
+    assert "SUBSAMPLE NEW CLASSES!" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet and its variants, FGVC-Aircraft
+
+def imagenet_names():
+    lines = (SPLITS / "imagenet_classnames.txt").read_text().splitlines()
+    return lines, {ln.split(" ")[0]: ln.split(" ", 1)[1] for ln in lines}
+
+
+def touch_folders(base, folders, n=2, ext="JPEG"):
+    for folder in folders:
+        (base / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (base / folder / f"img_{i}.{ext}").touch()
+
+
+@needs_shared
+def test_imagenet_fake_tree_and_relative_cache(tmp_path, capsys):
+    lines, names = imagenet_names()
+    wnids = [ln.split(" ")[0] for ln in lines]
+    chosen = [wnids[900], wnids[3], wnids[517], wnids[40]]  # 517 is one of the two "crane"s
+    root = tmp_path / "a"
+    (root / "imagenet").mkdir(parents=True)
+    shutil.copy(SPLITS / "imagenet_classnames.txt", root / "imagenet" / "classnames.txt")
+    touch_folders(root / "imagenet" / "images" / "train", chosen, n=5)
+    touch_folders(root / "imagenet" / "images" / "val", chosen, n=2)
+
+    ds = build(root, "ImageNet")
+    assert ds.classnames == [names[w] for w in sorted(chosen)]  # labels follow sorted folders
+    assert (len(ds.train_x), len(ds.test)) == (20, 8) and ds.val is ds.test
+    cache = root / "imagenet" / "preprocessed.json"
+    assert cache.is_file() and str(root) not in cache.read_text()
+
+    shutil.move(str(root), str(tmp_path / "b"))
+    capsys.readouterr()
+    few = build(tmp_path / "b", "ImageNet", shots=2, seed=1, subsample="base")
+    out = capsys.readouterr().out
+    assert "Loading the cached file list" in out and "ignoring" not in out
+    assert few.classnames == ds.classnames[:2] and len(few.train_x) == 4 and len(few.test) == 4
+    assert few.val is few.test
+    fewshot = json.loads((tmp_path / "b" / "imagenet" / "split_fewshot" / "shot_2-seed_1.json").read_text())
+    assert "val" not in fewshot and len(fewshot["train"]) == 8  # drawn over all 4 classes
+
+    os.remove(tmp_path / "b" / "imagenet" / "images" / "val" / chosen[0] / "img_0.JPEG")
+    again = build(tmp_path / "b", "ImageNet")
+    assert "ignoring the cached file list" in capsys.readouterr().out and len(again.test) == 7
+
+    (tmp_path / "b" / "imagenet" / "images" / "val" / chosen[0]).rename(tmp_path / "b" / "moved")
+    with pytest.raises(DatasetError, match="hold different class folders"):
+        build(tmp_path / "b", "ImageNet")
+
+
+@needs_shared
+@pytest.mark.parametrize("name,dataset_dir,image_dir", [("ImageNetA", "imagenet-adversarial", "imagenet-a"),
+                                                        ("ImageNetR", "imagenet-rendition", "imagenet-r"),
+                                                        ("ImageNetSketch", "imagenet-sketch", "images")])
+def test_imagenet_variants_relabel_by_sorted_folder(name, dataset_dir, image_dir, tmp_path):
+    lines, names = imagenet_names()
+    wnids = [ln.split(" ")[0] for ln in lines]
+    chosen = [wnids[i] for i in (999, 1, 500, 250, 7)]
+    image_root = tmp_path / dataset_dir / image_dir
+    touch_folders(image_root, chosen, n=3, ext="jpg")
+    (image_root / "README.txt").touch()
+    with pytest.raises(DatasetNotFoundError, match="classnames.txt"):
+        build(tmp_path, name)
+    (tmp_path / "imagenet").mkdir()
+    shutil.copy(SPLITS / "imagenet_classnames.txt", tmp_path / "imagenet" / "classnames.txt")
+
+    ds = build(tmp_path, name, shots=16)  # test-only: NUM_SHOTS does not apply
+    assert [ds.lab2cname[y] for y in range(5)] == [names[w] for w in sorted(chosen)]
+    assert ds.num_classes == 5 and len(ds.test) == 15 and ds.train_x == ds.test and ds.val is None
+    assert all(os.path.basename(os.path.dirname(d.impath)) == sorted(chosen)[d.label] for d in ds.test)
+    # a classnames.txt in the dataset's own folder takes precedence
+    (tmp_path / dataset_dir / "classnames.txt").write_text("".join(f"{w} my {w}\n" for w in chosen))
+    assert build(tmp_path, name).classnames == [f"my {w}" for w in sorted(chosen)]
+
+
+@needs_shared
+def test_imagenetv2_folders_are_labels(tmp_path):
+    lines, _ = imagenet_names()
+    image_root = tmp_path / "imagenetv2" / "imagenetv2-matched-frequency-format-val"
+    touch_folders(image_root, [str(y) for y in range(1000) if y != 3], n=1, ext="jpeg")
+    shutil.copy(SPLITS / "imagenet_classnames.txt", tmp_path / "imagenetv2" / "classnames.txt")
+    with pytest.raises(DatasetError, match="lacks 1 of the 1000 class folders") as err:
+        build(tmp_path, "ImageNetV2")
+    assert str(image_root / "3") in str(err.value)
+    touch_folders(image_root, ["3"], n=2, ext="jpeg")
+    ds = build(tmp_path, "ImageNetV2")
+    assert ds.num_classes == 1000 and len(ds.test) == 1001
+    assert ds.classnames == [ln.split(" ", 1)[1] for ln in lines]
+    assert {d.label for d in ds.test if "/3/" in d.impath} == {3}
+
+
+def test_fgvc_aircraft_from_official_txt_files(tmp_path):
+    ds_dir = tmp_path / "fgvc_aircraft"
+    (ds_dir / "images").mkdir(parents=True)
+    variants = ["707-320", "A300B4", "Cessna 172", "F/A-18"]
+    (ds_dir / "variants.txt").write_text("\n".join(variants) + "\n")
+    n = 0
+    for split, per in (("train", 3), ("val", 2), ("test", 2)):
+        lines = []
+        for v in variants:
+            for _ in range(per):
+                n += 1
+                lines.append(f"{1000000 + n} {v}")
+                (ds_dir / "images" / f"{1000000 + n}.jpg").touch()
+        (ds_dir / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
+    ds = build(tmp_path, "FGVCAircraft", subsample="base", shots=2, seed=1)
+    assert ds.classnames == ["707-320", "A300B4"] and len(ds.train_x) == 4 and len(ds.test) == 4
+    full = build(tmp_path, "FGVCAircraft")
+    assert full.classnames == variants and (len(full.train_x), len(full.val), len(full.test)) == (12, 8, 8)
+    with open(ds_dir / "images_variant_val.txt", "a") as f:
+        f.write("1999999 Boeing 797\n")
+    with pytest.raises(DatasetError, match="images_variant_val.txt: line 9 .*'Boeing 797'"):
+        build(tmp_path, "FGVCAircraft")
+    os.remove(ds_dir / "variants.txt")
+    with pytest.raises(DatasetNotFoundError, match="variants.txt"):
+        build(tmp_path, "FGVCAircraft")
+
+
+def test_caltech_without_json_ignores_and_renames_folders(tmp_path):
+    image_dir = tmp_path / "caltech-101" / "101_ObjectCategories"
+    touch_folders(image_dir, ["BACKGROUND_Google", "Faces_easy", "Faces", "airplanes", "accordion", "Leopards"],
+                  n=10, ext="jpg")
+    ds = build(tmp_path, "Caltech101")
+    assert ds.classnames == ["face", "leopard", "accordion", "airplane"]
+    assert (len(ds.train_x), len(ds.val), len(ds.test)) == (20, 8, 12)
+    assert (tmp_path / "caltech-101" / "split_zhou_Caltech101.json").is_file()
+
+
+def test_every_dataset_is_registered_with_a_config():
+    expected = {"imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+                "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
+                "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
+                "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNetV2",
+                "imagenet_sketch": "ImageNetSketch", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
+                "shapes": "Shapes"}
+    for stem, name in expected.items():
+        cfg = CfgNode.load_cfg(open(REPO / "configs" / "datasets" / f"{stem}.yaml"))
+        assert cfg.DATASET.NAME == name and name in DATASET_REGISTRY
+    assert datasets.__name__ == "datasets"

@@ -15,15 +15,16 @@ from .splits import (CACHE_ENV, SUBSAMPLE_MODES, base_new_labels, can_create_dir
                      sample_fewshot, save_split, subsample_classes, write_json_atomic)
 
 
-def resolve_root(cfg, dataset="", tree=None):
+def resolve_root(cfg, dataset="", tree=None, hint=None):
     """The absolute DATASET.ROOT, or a DatasetNotFoundError saying what is missing."""
     root = cfg.DATASET.ROOT
     if not root:
         raise not_found("DATASET.ROOT is empty, so the dataset folder", "(no root given)", dataset, tree,
-                        hint="Pass --root $DATA (or DATASET.ROOT $DATA), the folder that holds one sub folder per dataset.")
+                        hint="Pass --root $DATA (or DATASET.ROOT $DATA), the folder that holds one sub folder per "
+                             "dataset." + (f"\n{hint}" if hint else ""))
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
-        raise not_found("DATASET.ROOT", root, dataset, tree)
+        raise not_found("DATASET.ROOT", root, dataset, tree, hint)
     return root
 
 
@@ -64,7 +65,11 @@ class CoOpDataset(DatasetBase):
     def __init__(self, cfg):
         cls = type(self)
         self.name = cls.__name__
-        self.root = resolve_root(cfg, self.name, self.expected_layout())
+        self._subsample = str(cfg.DATASET.SUBSAMPLE_CLASSES)
+        if self._subsample not in SUBSAMPLE_MODES:
+            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_MODES)}, "
+                             f"got {self._subsample!r}")
+        self.root = resolve_root(cfg, self.name, self.expected_layout(), self._hint(cfg.DATASET.ROOT or "ROOT"))
         self.dataset_dir = os.path.join(self.root, cls.dataset_dir)
         self.image_dir = os.path.join(self.dataset_dir, cls.image_dir) if cls.image_dir else self.dataset_dir
         self.split_path = os.path.join(self.dataset_dir, cls.split_file) if cls.split_file else ""
@@ -83,9 +88,6 @@ class CoOpDataset(DatasetBase):
         elif num_shots >= 1:
             train, val = sample_fewshot(self.dataset_dir, train, val, num_shots, cfg.SEED)
 
-        self._subsample = str(cfg.DATASET.SUBSAMPLE_CLASSES)
-        if self._subsample not in SUBSAMPLE_MODES:
-            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_MODES)}, got {self._subsample!r}")
         if val is None:
             train, test = subsample_classes(train, test, subsample=self._subsample)
         else:
@@ -174,9 +176,11 @@ class CoOpDataset(DatasetBase):
                 entries.append(cls.split_file)
         return render_tree(cls.dataset_dir, entries)
 
+    def _hint(self, root):
+        return self.setup_hint.replace("{root}", str(root)) if self.setup_hint else None
+
     def missing(self, what, path):
-        hint = self.setup_hint.replace("{root}", getattr(self, "root", "$DATA")) if self.setup_hint else None
-        return not_found(what, path, self.name, self.expected_layout(), hint)
+        return not_found(what, path, self.name, self.expected_layout(), self._hint(self.root))
 
     def check_dir(self, path, what):
         if not os.path.isdir(path):
@@ -250,7 +254,8 @@ class TestOnlyDataset(CoOpDataset):
         raise NotImplementedError
 
     def imagenet_classnames(self):
-        candidates = [os.path.join(self.dataset_dir, "classnames.txt"), os.path.join(self.root, "imagenet", "classnames.txt")]
+        candidates = [os.path.join(self.dataset_dir, "classnames.txt"),
+                      os.path.join(self.root, "imagenet", "classnames.txt")]
         for path in candidates:
             if os.path.isfile(path):
                 self.classnames_file = path

@@ -101,7 +101,8 @@ def parse_entries(data, filepath, keys=SPLIT_KEYS):
             ok = (isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], str)
                   and isinstance(entry[1], int) and not isinstance(entry[1], bool) and isinstance(entry[2], str))
             if not ok:
-                raise DatasetError(f"{filepath}: entry {key}[{i}] = {entry!r} is not [relative_path, label, classname].")
+                raise DatasetError(f"{filepath}: entry {key}[{i}] = {entry!r} is not "
+                                   f"[relative_path, label, classname].")
         parsed[key] = [tuple(entry) for entry in items]
 
     # n distinct labels must be 0..n-1, one classname each (two classes may share a name:
