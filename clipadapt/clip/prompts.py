@@ -22,7 +22,8 @@ class PromptLearner(nn.Module):
         if position not in POSITIONS:
             raise ValueError(f'Class token position "{position}" is not one of {POSITIONS}')
         self.tokenizer = tokenizer
-        self.token_embedding = text_encoder.token_embedding
+        # CLIP's (frozen) embedding table, kept out of this module's parameters and checkpoints.
+        object.__setattr__(self, "token_embedding", text_encoder.token_embedding)
         self.csc = csc
         self.position = position
         width = self.token_embedding.weight.shape[1]
