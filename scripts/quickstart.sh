@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job on the built-in world, no download needed:
+#   1. generate the Shapes dataset and pretrain its small CLIP (once; cached afterwards),
+#   2. run the base-to-new protocol (train on base classes, test on base and new) for every
+#      trainer that has a configs/trainers/<TRAINER>/shapes.yaml, for SEEDS (default "1 2 3"),
+#   3. print the Base / New / HM table.
+# Usage: bash scripts/quickstart.sh            (DATA=./data OUTPUT=output/quickstart SEEDS="1 2 3")
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export DATA=${DATA:-./data}
+export OUTPUT=${OUTPUT:-output/quickstart}
+SEEDS=${SEEDS:-1 2 3}
+TRAINERS=${TRAINERS:-ZeroshotCLIP CoOp CLIPAdapter SHIP PVA}
+
+python -m clipadapt.world.pretrain --root "$DATA"
+
+# What to show of each run (the full log is in its output folder).
+SHOW='^epoch \[[0-9]+/[0-9]+\] batch \[[0-9]+/[0-9]+\].*eta 0:00:0|^SUBSAMPLE|^\* accuracy|^\* hm|skip this job'
+START=$(date +%s)
+for TRAINER in $TRAINERS; do
+    [ -f "configs/trainers/${TRAINER}/shapes.yaml" ] || { echo "(no Shapes config for ${TRAINER}; skipped)"; continue; }
+    for SEED in $SEEDS; do
+        echo "=== ${TRAINER}, seed ${SEED}: base-to-new on Shapes ==="
+        bash scripts/common/base2new_train.sh "$TRAINER" shapes shapes "$SEED" | { grep -E "$SHOW" || true; }
+        bash scripts/common/base2new_test.sh "$TRAINER" shapes shapes "$SEED" | { grep -E "$SHOW" || true; }
+    done
+done
+echo "Finished in $(( $(date +%s) - START )) s. Logs under ${OUTPUT}/base2new."
+python parse_test_res.py --table base2new --root "$OUTPUT"
