@@ -108,7 +108,10 @@ class ClipTrainer(*_BASES):
         if tuple(self.cfg.INPUT.SIZE) != size:
             raise ValueError(f"INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} does not match the backbone's input size "
                              f"{size}; set INPUT.SIZE to {size}.")
-        self.text_encoder = TextEncoder(self.clip_model)
+        self.text_encoder = TextEncoder(self.clip_model, cut=self.cfg.MODEL.CUT_TEXT_TOKENS)
+        self._image_encoder = self.clip_model.encode_image
+        if self.cfg.MODEL.COMPILE_IMAGE_ENCODER:
+            self._image_encoder = torch.compile(self.clip_model.visual)
         if self.backbone.weights is None:  # random weights: name them by their values
             self.backbone.identity += ":" + state_dict_digest(self.clip_model.visual)
         return self.clip_model
@@ -119,7 +122,7 @@ class ClipTrainer(*_BASES):
 
     def encode_images(self, images):
         with torch.no_grad(), self.autocast():
-            return self.clip_model.encode_image(images.to(self.clip_model.logit_scale.dtype)).float()
+            return self._image_encoder(images.to(self.clip_model.logit_scale.dtype)).float()
 
     def encode_texts(self, texts):
         """Unit-norm features of fixed prompts (computed once by the caller, never per step)."""

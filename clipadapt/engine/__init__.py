@@ -58,6 +58,8 @@ if ENGINE == "dassl":
         cfg.DATASET.SKIP_UNREADABLE = ours.DATASET.SKIP_UNREADABLE
         cfg.MODEL.BACKBONE.PRETRAINED_TAG = ours.MODEL.BACKBONE.PRETRAINED_TAG
         cfg.OPTIM.EPS = ours.OPTIM.EPS
+        cfg.MODEL.CUT_TEXT_TOKENS = ours.MODEL.CUT_TEXT_TOKENS
+        cfg.MODEL.COMPILE_IMAGE_ENCODER = ours.MODEL.COMPILE_IMAGE_ENCODER
         cfg.set_new_allowed(False)
         return cfg
 else:

@@ -74,6 +74,10 @@ _C.MODEL.HEAD.HIDDEN_LAYERS = ()
 _C.MODEL.HEAD.ACTIVATION = "relu"
 _C.MODEL.HEAD.BN = True
 _C.MODEL.HEAD.DROPOUT = 0.0
+# Cut prompts to the longest EOT position + 1 before the text transformer (same features, less work).
+_C.MODEL.CUT_TEXT_TOKENS = True
+# torch.compile the frozen image encoder for feature extraction (GPU; off by default).
+_C.MODEL.COMPILE_IMAGE_ENCODER = False
 
 _C.OPTIM = CN()
 _C.OPTIM.NAME = "adam"
