@@ -20,5 +20,5 @@ setup(
         "numpy",
         "Pillow",
     ],
-    extras_require={"test": ["pytest"], "plot": ["matplotlib"]},
+    extras_require={"test": ["pytest", "scipy"], "plot": ["matplotlib"], "gzsl": ["scipy"]},
 )
