@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip import TextEncoder, load_clip_from_cfg, precision_dtype, state_dict_digest
-from .engine import CheckpointMixin, TrainerX
+from .engine import CheckpointMixin, TrainerX, build_transform
 from .engine.builtin.evaluator import GZSLClassification
 from .engine.builtin.data_manager import IndexDataset, build_data_loader
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
@@ -73,6 +73,19 @@ class ClipTrainer(*_BASES):
             self.test_loader = build_data_loader(
                 cfg, "SequentialSampler", self.dm.dataset.test, cfg.DATALOADER.TEST.BATCH_SIZE,
                 is_train=False, dataset_wrapper=_index_wrapper)
+
+    @property
+    def transform_train(self):
+        # Dassl's DataManager does not keep its transforms; both engines build them the same way.
+        if getattr(self.dm, "tfm_train", None) is None:
+            self.dm.tfm_train = build_transform(self.cfg, is_train=True)
+        return self.dm.tfm_train
+
+    @property
+    def transform_test(self):
+        if getattr(self.dm, "tfm_test", None) is None:
+            self.dm.tfm_test = build_transform(self.cfg, is_train=False)
+        return self.dm.tfm_test
 
     @property
     def dataset(self):
@@ -137,7 +150,7 @@ class ClipTrainer(*_BASES):
             return self._features[cache_id]
         self._features = {k: v for k, v in self._features.items() if k[1] is None}  # keep one train view
         data = self._split_data[split]
-        transform = self.dm.tfm_train if view is not None else self.dm.tfm_test
+        transform = self.transform_train if view is not None else self.transform_test
         view_seed = None if view is None else max(self.cfg.SEED, 0) * 10_007 + view
         key = feature_key(
             dataset=self.cfg.DATASET.NAME, split=split, images=image_list_digest(data, self.cfg.DATASET.ROOT),

@@ -19,7 +19,7 @@ def coop_trainer(shapes_root, tmp_path):
 def test_cached_features_equal_fresh_ones(coop_trainer):
     trainer = coop_trainer
     cached = trainer.cached_features("test")
-    images = torch.stack([trainer.dm.tfm_test(__import__("PIL.Image").Image.open(d.impath).convert("RGB"))
+    images = torch.stack([trainer.transform_test(__import__("PIL.Image").Image.open(d.impath).convert("RGB"))
                           for d in trainer.dm.dataset.test])
     torch.testing.assert_close(cached, trainer.encode_images(images), rtol=1e-5, atol=1e-5)
     trainer._features.clear()

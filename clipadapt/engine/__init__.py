@@ -35,6 +35,7 @@ if _choice != "builtin":
 if ENGINE == "dassl":
     from dassl.config import get_cfg_default as _dassl_cfg_default
     from dassl.data import DataManager
+    from dassl.data.transforms import build_transform
     from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
     from dassl.engine import TRAINER_REGISTRY, SimpleTrainer, TrainerX
     from dassl.evaluation import EVALUATOR_REGISTRY
@@ -64,6 +65,7 @@ if ENGINE == "dassl":
         return cfg
 else:
     from .builtin.data_manager import DataManager
+    from .builtin.transforms import build_transform
     from .builtin.dataset_base import DatasetBase, Datum
     from .builtin.trainer import SimpleTrainer, TrainerX
 
