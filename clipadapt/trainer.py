@@ -159,14 +159,19 @@ class ClipTrainer(*_BASES):
         )
         cache = FeatureCache(self.cfg.FEATURES.CACHE_DIR)
         what = f"{split} view {view}" if view is not None else split
-        feats = cache.get_or_compute(
-            key,
-            lambda: encode_images(self.encode_images, data, transform, view_seed=view_seed,
-                                  batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                                  num_workers=self.cfg.DATALOADER.NUM_WORKERS, device=self.device,
-                                  desc=f"Image features ({what})"),
-            meta={"dataset": self.cfg.DATASET.NAME, "split": split, "view": view, "backbone": self.backbone.identity},
-        )
+        # A cache miss draws from the global RNG (the extraction DataLoader seeds itself from it) and
+        # a hit does not; forking keeps the sampler order of later epochs the same either way, so a
+        # resumed run (whose views are cached) trains exactly as an uninterrupted one.
+        with torch.random.fork_rng(devices=[]):
+            feats = cache.get_or_compute(
+                key,
+                lambda: encode_images(self.encode_images, data, transform, view_seed=view_seed,
+                                      batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
+                                      num_workers=self.cfg.DATALOADER.NUM_WORKERS, device=self.device,
+                                      desc=f"Image features ({what})"),
+                meta={"dataset": self.cfg.DATASET.NAME, "split": split, "view": view,
+                      "backbone": self.backbone.identity},
+            )
         feats = feats.to(self.device)
         self._features[cache_id] = feats
         return feats
