@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# One command per protocol: every dataset x seed of PROTOCOL for TRAINER, then the paper-style table.
+#
+#   bash scripts/run_protocol.sh PROTOCOL TRAINER [CFG] [KEY VALUE ...]
+#   e.g. bash scripts/run_protocol.sh base2new CoOp
+#        DATA=/data SEEDS="1" DATASETS="eurosat dtd" bash scripts/run_protocol.sh gzsl CoOp vit_b16_ctxv1
+#
+# PROTOCOL and its datasets (DATASETS="..." replaces the list):
+#   base2new  the 11 CoOp datasets: train on base classes, test on base and new (base2new_train/test.sh)
+#   fewshot   the 11 CoOp datasets x shots SHOTS_LIST (default "1 2 4 8 16") (few_shot.sh)
+#   xd        train on SOURCE (default imagenet, 16 shots, all classes), test on the 10 other CoOp
+#             datasets (xd_train.sh, xd_test.sh)
+#   dg        train on SOURCE as for xd, test on imagenetv2 imagenet_sketch imagenet_a imagenet_r
+#   gzsl      the classic GZSL benchmarks cub awa2 sun_gzsl flo (what the papers report; the CoOp
+#             datasets work too, e.g. DATASETS="caltech101 eurosat", with seen = base and unseen = new)
+# SEEDS (default "1 2 3"); SHOTS (default 16) for base2new, xd, dg and gzsl, as in scripts/common.
+#
+# CFG names configs/trainers/TRAINER/CFG.yaml. Without it, the CFG is the default of the method's own
+# wrapper for that protocol: the "${CFG:-...}" of the scripts/<method>/ script that runs
+# scripts/common/<script> for TRAINER (base2new_train.sh, xd_train.sh, few_shot.sh or gzsl.sh), so a
+# protocol runs with the same config here as through the method's scripts.
+# KEY VALUE pairs (they contain a dot, e.g. OPTIM.MAX_EPOCH 5) go to every train.py run.
+#
+# DATA and OUTPUT are read as by scripts/common/env.sh (default ./data and output). Finished runs are
+# skipped and unfinished ones resumed by the common scripts, so the command can simply be run again.
+# A failed run is reported and the others go on; the exit status is then 1.
+source "$(dirname "${BASH_SOURCE[0]}")/common/env.sh"
+export DATA OUTPUT
+
+COOP_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+GZSL_DATASETS="cub awa2 sun_gzsl flo"
+
+usage() {
+    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    echo "error: $1" >&2
+    exit 2
+}
+
+[ $# -ge 2 ] || usage "give PROTOCOL and TRAINER"
+PROTOCOL=$1; TRAINER=$2; shift 2
+case "$PROTOCOL" in
+    base2new) SCRIPT=base2new_train.sh; DEFAULT_DATASETS=$COOP_DATASETS ;;
+    fewshot)  SCRIPT=few_shot.sh;       DEFAULT_DATASETS=$COOP_DATASETS ;;
+    xd)       SCRIPT=xd_train.sh;       DEFAULT_DATASETS=$XD_TARGETS ;;
+    dg)       SCRIPT=xd_train.sh;       DEFAULT_DATASETS=$DG_TARGETS ;;
+    gzsl)     SCRIPT=gzsl.sh;           DEFAULT_DATASETS=$GZSL_DATASETS ;;
+    *) usage "unknown PROTOCOL '$PROTOCOL'; choose base2new, xd, dg, fewshot or gzsl" ;;
+esac
+[ -d "configs/trainers/$TRAINER" ] || usage "no configs/trainers/$TRAINER/ (trainers with configs: $(ls configs/trainers | tr '\n' ' '))"
+
+# wrapper_cfg TRAINER SCRIPT: the CFG default of the scripts/<method>/SCRIPT that calls common/SCRIPT TRAINER.
+wrapper_cfg() {
+    local f cfg
+    for f in scripts/*/"$2"; do
+        [ "$f" = "scripts/common/$2" ] && continue
+        cfg=$(grep -oE "common/$2\" +$1 +\"\\\$\{CFG:-[^}\"]+\}\"" "$f" | sed -E 's/.*CFG:-([^}]+)\}"$/\1/') || true
+        if [ -n "$cfg" ]; then echo "${cfg%%$'\n'*}"; return 0; fi
+    done
+}
+
+CFG=""
+if [ $# -gt 0 ] && [[ "$1" != *.* ]]; then CFG=$1; shift; fi
+if [ -z "$CFG" ]; then
+    CFG=$(wrapper_cfg "$TRAINER" "$SCRIPT")
+    [ -n "$CFG" ] || usage "no scripts/<method>/$SCRIPT runs $TRAINER, so there is no default config: pass CFG"
+fi
+[ -f "configs/trainers/$TRAINER/$CFG.yaml" ] || \
+    usage "configs/trainers/$TRAINER/$CFG.yaml not found (have: $(cd "configs/trainers/$TRAINER" && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' '))"
+
+DATASETS=${DATASETS:-$DEFAULT_DATASETS}
+SEEDS=${SEEDS:-1 2 3}
+SHOTS_LIST=${SHOTS_LIST:-1 2 4 8 16}
+COMMON="scripts/common"
+echo "run_protocol: $PROTOCOL, trainer $TRAINER, config $CFG; datasets: $DATASETS; seeds: $SEEDS; DATA=$DATA OUTPUT=$OUTPUT"
+
+FAILED=()
+job() {  # job LABEL COMMAND...: run one script; a failure is recorded and the loop goes on
+    local label=$1; shift
+    echo "=== $PROTOCOL: $label"
+    if ! "$@"; then
+        echo "!!! failed: $label" >&2
+        FAILED+=("$label")
+        return 1
+    fi
+}
+
+case "$PROTOCOL" in
+    base2new)
+        for DATASET in $DATASETS; do for SEED in $SEEDS; do
+            job "$DATASET seed $SEED (train on base)" bash "$COMMON/base2new_train.sh" "$TRAINER" "$CFG" "$DATASET" "$SEED" "$@" &&
+                job "$DATASET seed $SEED (test on new)" bash "$COMMON/base2new_test.sh" "$TRAINER" "$CFG" "$DATASET" "$SEED" "$@" || true
+        done; done ;;
+    fewshot)
+        for DATASET in $DATASETS; do for SHOTS in $SHOTS_LIST; do for SEED in $SEEDS; do
+            job "$DATASET $SHOTS shots seed $SEED" bash "$COMMON/few_shot.sh" "$TRAINER" "$CFG" "$DATASET" "$SHOTS" "$SEED" "$@" || true
+        done; done; done ;;
+    xd|dg)
+        for SEED in $SEEDS; do
+            job "${SOURCE:-imagenet} seed $SEED (source)" bash "$COMMON/xd_train.sh" "$TRAINER" "$CFG" "$SEED" "$@" || continue
+            for DATASET in $DATASETS; do
+                job "$DATASET seed $SEED" bash "$COMMON/xd_test.sh" "$TRAINER" "$CFG" "$DATASET" "$SEED" "$@" || true
+            done
+        done ;;
+    gzsl)
+        for DATASET in $DATASETS; do for SEED in $SEEDS; do
+            job "$DATASET seed $SEED" bash "$COMMON/gzsl.sh" "$TRAINER" "$CFG" "$DATASET" "$SEED" "$@" || true
+        done; done ;;
+esac
+
+echo
+python parse_test_res.py --table "$PROTOCOL" --root "$OUTPUT" --trainers "$TRAINER" || true
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "${#FAILED[@]} run(s) failed: ${FAILED[*]} (their logs are under $OUTPUT; run the command again to retry)" >&2
+    exit 1
+fi
