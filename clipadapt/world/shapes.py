@@ -1,0 +1,367 @@
+"""Shapes: a procedural image world that needs no downloads.
+
+Each image shows one coloured shape. The class is the pair (colour, shape), named in words
+("red triangle"); everything else about the image is a nuisance that is not part of the class:
+size, position, rotation, background hue and brightness, background texture and noise, the
+exact shade of the colour, blur, and an achromatic distractor blob.
+
+Labels follow a checkerboard over the (colour, shape) grid: the classes with
+``(colour_index + shape_index)`` even come first (labels 0..23), the odd ones after (24..47).
+The CoCoOp base/new protocol (base = first ceil(n/2) labels) therefore puts every colour and
+every shape in both halves, so the new classes are novel compositions of seen attribute values.
+
+The dataset is written in CoOp's layout::
+
+    <root>/shapes/images/<class_folder>/<xxxxx>.png
+    <root>/shapes/split_zhou_Shapes.json     {"train": [[relpath, label, classname], ...], ...}
+    <root>/shapes/generation.json            parameters of the finished generation (written last)
+
+``python -m clipadapt.world.shapes --root DATA`` generates it.
+"""
+from __future__ import annotations
+
+import argparse
+import colorsys
+import io
+import json
+import math
+import os
+import shutil
+import uuid
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+# Bump when the rendering, the class list or the file layout changes: a finished dataset of an
+# older version is regenerated, and pretrained checkpoints carry it in their file name.
+WORLD_VERSION = "shapes-v1"
+
+DATASET_DIRNAME = "shapes"
+SPLIT_FILENAME = "split_zhou_Shapes.json"
+MARKER_FILENAME = "generation.json"
+IMAGE_SIZE = 32
+SUPERSAMPLE = 4  # shapes are drawn at 4x and downsampled, for anti-aliased edges
+
+DEFAULT_N_TRAIN = 60
+DEFAULT_N_VAL = 10
+DEFAULT_N_TEST = 30
+
+# name -> (hue in degrees, saturation range, value range) of the object's colour.
+COLOURS = {
+    "red": (0.0, (0.75, 1.0), (0.65, 1.0)),
+    "orange": (28.0, (0.80, 1.0), (0.80, 1.0)),
+    "yellow": (55.0, (0.70, 1.0), (0.80, 1.0)),
+    "green": (120.0, (0.60, 1.0), (0.50, 0.90)),
+    "cyan": (185.0, (0.60, 1.0), (0.70, 1.0)),
+    "blue": (225.0, (0.70, 1.0), (0.55, 1.0)),
+    "purple": (275.0, (0.55, 0.90), (0.50, 0.90)),
+    "pink": (325.0, (0.35, 0.60), (0.85, 1.0)),
+}
+COLOUR_NAMES = tuple(COLOURS)
+SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "heart")
+HUE_JITTER = 10.0  # degrees either side
+
+# The class attributes, in the order they are named ("red triangle" = colour, shape).
+CLASS_ATTRIBUTES = ("colour", "shape")
+
+SIZE_WORDS = ("small", "medium", "large")
+SIZE_RADIUS = {  # radius of the shape's circumscribed circle, as a fraction of the image side
+    "small": (0.17, 0.24),
+    "medium": (0.24, 0.31),
+    "large": (0.31, 0.40),
+}
+BACKGROUND_WORDS = ("dark", "gray", "light")
+BACKGROUND_VALUE = {"dark": (0.03, 0.30), "gray": (0.35, 0.60), "light": (0.65, 0.95)}
+TEXTURE_WORDS = ("plain", "noisy", "striped", "blurry")
+SPLIT_NAMES = ("train", "val", "test")
+
+# Seed-stream tags: the dataset's images and the pretraining images never share a random stream.
+STREAM_DATASET = 0x5A0E
+STREAM_PRETRAIN = 0x9E7A
+
+
+def _build_classes():
+    grid = [(c, s) for c in range(len(COLOUR_NAMES)) for s in range(len(SHAPE_NAMES))]
+    ordered = [cs for cs in grid if (cs[0] + cs[1]) % 2 == 0] + [cs for cs in grid if (cs[0] + cs[1]) % 2 == 1]
+    return tuple({"colour": COLOUR_NAMES[c], "shape": SHAPE_NAMES[s]} for c, s in ordered)
+
+
+# CLASSES[label] = {"colour": ..., "shape": ...}; the label order defines the base/new split.
+CLASSES = _build_classes()
+CLASSNAMES = tuple(f"{a['colour']} {a['shape']}" for a in CLASSES)
+NUM_CLASSES = len(CLASSES)
+
+
+def class_folder(classname: str) -> str:
+    """Filesystem-safe folder name of a class: "red triangle" -> "red_triangle"."""
+    return classname.replace(" ", "_")
+
+
+def base_new_labels(n: int = NUM_CLASSES):
+    """(base labels, new labels) under the CoCoOp protocol: base = first ceil(n/2) labels."""
+    m = math.ceil(n / 2)
+    return list(range(m)), list(range(m, n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+def _unit_outline(shape: str) -> np.ndarray:
+    """Vertices (k, 2) of a shape inside the unit circle, centred at the origin, y down."""
+    if shape == "circle":
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        return 0.92 * np.stack([np.cos(t), np.sin(t)], 1)
+    if shape == "square":
+        t = np.pi / 4 + np.arange(4) * np.pi / 2
+        return np.stack([np.cos(t), np.sin(t)], 1)
+    if shape == "triangle":
+        t = -np.pi / 2 + np.arange(3) * 2 * np.pi / 3
+        return np.stack([np.cos(t), np.sin(t)], 1)
+    if shape == "star":
+        t = -np.pi / 2 + np.arange(10) * np.pi / 5
+        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        return np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    if shape == "cross":
+        a, b = 0.92, 0.33  # arm half-length, arm half-width
+        pts = [(b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a),
+               (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b), (-b, -a)]
+        return np.array(pts, dtype=np.float64)
+    if shape == "heart":
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        x = 16 * np.sin(t) ** 3
+        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        pts = np.stack([x, y + 2.5], 1)
+        return pts / np.abs(pts).max() * 0.95
+    raise ValueError(f"unknown shape {shape!r}; known: {SHAPE_NAMES}")
+
+
+_OUTLINES = {s: _unit_outline(s) for s in SHAPE_NAMES}
+
+
+def _hsv(h_deg, s, v):
+    return np.array(colorsys.hsv_to_rgb((h_deg % 360.0) / 360.0, s, v))
+
+
+def sample_attributes(rng: np.random.Generator, colour: str, shape: str) -> dict:
+    """Draw the nuisance attributes of one image of class (colour, shape)."""
+    hue, sat_range, val_range = COLOURS[colour]
+    size = SIZE_WORDS[rng.integers(len(SIZE_WORDS))]
+    radius = rng.uniform(*SIZE_RADIUS[size])
+    margin = radius * 0.8  # a shape may touch the border, slightly cut off
+    return {
+        "colour": colour,
+        "shape": shape,
+        "rgb": _hsv(hue + rng.uniform(-HUE_JITTER, HUE_JITTER), rng.uniform(*sat_range), rng.uniform(*val_range)),
+        "size": size,
+        "radius": radius,
+        "center": (rng.uniform(margin, 1 - margin), rng.uniform(margin, 1 - margin)),
+        "rotation": rng.uniform(0, 2 * np.pi),
+        "aspect": rng.uniform(0.85, 1.15),
+        "background": BACKGROUND_WORDS[rng.integers(len(BACKGROUND_WORDS))],
+        "bg_hue": rng.uniform(0, 360),
+        "bg_sat": rng.uniform(0.0, 0.35),
+        "bg_value_u": rng.uniform(0.0, 1.0),  # position inside the background word's value range
+        "bg_gradient": rng.uniform(-0.15, 0.15, size=2),
+        "texture": TEXTURE_WORDS[rng.integers(len(TEXTURE_WORDS))],
+        "noise_std": rng.uniform(0.02, 0.10),
+        "stripe_freq": rng.uniform(2.0, 5.0),
+        "stripe_angle": rng.uniform(0, np.pi),
+        "distractor": bool(rng.random() < 0.5),
+        "distractor_value": rng.uniform(0.0, 1.0),
+        "distractor_center": (rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9)),
+        "distractor_radius": rng.uniform(0.06, 0.12),
+        "seed": int(rng.integers(2**31)),
+    }
+
+
+def _background(a: dict, rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, n, 3) float background in [0, 1]."""
+    lo, hi = BACKGROUND_VALUE[a["background"]]
+    value = lo + (hi - lo) * a["bg_value_u"]
+    yy, xx = np.mgrid[0:n, 0:n] / max(n - 1, 1) - 0.5
+    v = value + a["bg_gradient"][0] * xx + a["bg_gradient"][1] * yy
+    if a["texture"] == "striped":
+        proj = np.cos(a["stripe_angle"]) * xx + np.sin(a["stripe_angle"]) * yy
+        v = v + 0.08 * np.sign(np.sin(2 * np.pi * a["stripe_freq"] * proj))
+    base = _hsv(a["bg_hue"], a["bg_sat"], 1.0)
+    img = np.clip(v, 0, 1)[..., None] * base[None, None, :]
+    return img
+
+
+def render(attrs: dict, size: int = IMAGE_SIZE) -> Image.Image:
+    """Render one RGB image of `size` x `size` pixels from its attributes (deterministic)."""
+    a = attrs
+    rng = np.random.default_rng(a["seed"])
+    big = size * SUPERSAMPLE
+    bg = _background(a, rng, size)
+    canvas = Image.fromarray((bg * 255).round().astype(np.uint8)).resize((big, big), Image.NEAREST)
+    draw = ImageDraw.Draw(canvas)
+
+    if a["distractor"]:  # an achromatic blob: never carries a class colour
+        g = int(round(255 * a["distractor_value"]))
+        cx, cy = a["distractor_center"]
+        r = a["distractor_radius"] * big
+        draw.ellipse([cx * big - r, cy * big - r, cx * big + r, cy * big + r], fill=(g, g, g))
+
+    pts = _OUTLINES[a["shape"]] * np.array([a["aspect"], 1.0 / a["aspect"]])
+    c, s = math.cos(a["rotation"]), math.sin(a["rotation"])
+    pts = pts @ np.array([[c, s], [-s, c]])
+    cx, cy = a["center"]
+    pts = (pts * a["radius"] + np.array([cx, cy])) * big
+    fill = tuple(int(round(255 * x)) for x in a["rgb"])
+    draw.polygon([tuple(p) for p in pts], fill=fill)
+
+    img = canvas.resize((size, size), Image.BOX)
+    if a["texture"] == "blurry":
+        img = img.filter(ImageFilter.GaussianBlur(radius=0.8))
+    arr = np.asarray(img, dtype=np.float64) / 255.0
+    std = a["noise_std"] * (2.0 if a["texture"] == "noisy" else 0.5)
+    arr = arr + rng.normal(0.0, std, size=arr.shape)
+    return Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8))
+
+
+def sample_image(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE):
+    """(PIL image, attributes) of one random image of class `label`."""
+    cls = CLASSES[label]
+    attrs = sample_attributes(rng, cls["colour"], cls["shape"])
+    return render(attrs, size), attrs
+
+
+# ---------------------------------------------------------------------------------------------
+# Captions (for pretraining)
+
+_CAPTION_TEMPLATES = (
+    "a photo of a {cls}.",
+    "a photo of a {size} {cls}.",
+    "a photo of a {cls} on a {bg} background.",
+    "a photo of a {size} {cls} on a {bg} background.",
+    "{cls}",
+    "a {cls}",
+    "a {size} {cls}",
+    "a {cls} on a {bg} background",
+    "a {tex} picture of a {cls}.",
+    "a {tex} image of a {size} {cls}.",
+    "an image of a {cls}.",
+    "a picture of a {cls}.",
+    "a drawing of a {cls}.",
+    "a {shape} that is {colour}.",
+    "a {colour} shape: a {shape}.",
+    "this is a {cls}.",
+    "there is a {size} {cls} in the picture.",
+    "a {cls} next to a gray blob.",
+)
+
+
+def caption(attrs: dict, rng: np.random.Generator | None = None) -> str:
+    """A natural caption of an image: always names its class words, sometimes nuisances too.
+
+    e.g. "a photo of a small red triangle on a dark background.", "red triangle".
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    templates = [t for t in _CAPTION_TEMPLATES if "gray blob" not in t or attrs.get("distractor")]
+    t = templates[rng.integers(len(templates))]
+    tex = {"plain": "clean", "noisy": "noisy", "striped": "striped", "blurry": "blurry"}[attrs.get("texture", "plain")]
+    return t.format(
+        cls=f"{attrs['colour']} {attrs['shape']}", colour=attrs["colour"], shape=attrs["shape"],
+        size=attrs.get("size", "medium"), bg=attrs.get("background", "gray"), tex=tex,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset generation
+
+def _image_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([stream, seed, *keys])
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def _params(seed, n_train, n_val, n_test):
+    return {"version": WORLD_VERSION, "seed": int(seed), "n_train": int(n_train), "n_val": int(n_val),
+            "n_test": int(n_test), "image_size": IMAGE_SIZE, "classnames": list(CLASSNAMES)}
+
+
+def is_generated(dataset_dir: str, seed=0, n_train=DEFAULT_N_TRAIN, n_val=DEFAULT_N_VAL, n_test=DEFAULT_N_TEST) -> bool:
+    """Whether `dataset_dir` holds a finished generation with exactly these parameters."""
+    marker = os.path.join(dataset_dir, MARKER_FILENAME)
+    if not (os.path.isfile(marker) and os.path.isfile(os.path.join(dataset_dir, SPLIT_FILENAME))):
+        return False
+    try:
+        with open(marker) as f:
+            return json.load(f) == _params(seed, n_train, n_val, n_test)
+    except (OSError, ValueError):
+        return False
+
+
+def generate(root: str, seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_val: int = DEFAULT_N_VAL,
+             n_test: int = DEFAULT_N_TEST, force: bool = False, progress: bool = True) -> str:
+    """Write the Shapes dataset under `<root>/shapes` (unless already there) and return that dir.
+
+    Deterministic: the same arguments give byte-identical files. A generation is written into a
+    temporary sibling directory and moved into place when finished, and the parameter marker is
+    written last, so an interrupted or differently parametrised generation is redone, not reused.
+    """
+    root = os.path.abspath(os.path.expanduser(root))
+    dataset_dir = os.path.join(root, DATASET_DIRNAME)
+    if not force and is_generated(dataset_dir, seed, n_train, n_val, n_test):
+        return dataset_dir
+
+    from tqdm import tqdm
+
+    os.makedirs(root, exist_ok=True)
+    tmp_dir = os.path.join(root, f".{DATASET_DIRNAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    image_dir = os.path.join(tmp_dir, "images")
+    counts = dict(zip(SPLIT_NAMES, (n_train, n_val, n_test)))
+    split = {name: [] for name in SPLIT_NAMES}
+    try:
+        for label, classname in enumerate(CLASSNAMES):
+            os.makedirs(os.path.join(image_dir, class_folder(classname)))
+        total = NUM_CLASSES * sum(counts.values())
+        with tqdm(total=total, desc="Generating Shapes", unit="img", disable=not progress) as bar:
+            for split_id, name in enumerate(SPLIT_NAMES):
+                offset = sum(counts[s] for s in SPLIT_NAMES[:split_id])
+                for label, classname in enumerate(CLASSNAMES):
+                    for i in range(counts[name]):
+                        img, _ = sample_image(_image_rng(seed, STREAM_DATASET, split_id, label, i), label)
+                        relpath = f"{class_folder(classname)}/{offset + i:05d}.png"
+                        with open(os.path.join(image_dir, relpath), "wb") as f:
+                            f.write(_png_bytes(img))
+                        split[name].append([relpath, label, classname])
+                        bar.update(1)
+        with open(os.path.join(tmp_dir, SPLIT_FILENAME), "w") as f:
+            json.dump(split, f, indent=4, separators=(",", ": "))
+        with open(os.path.join(tmp_dir, MARKER_FILENAME), "w") as f:
+            json.dump(_params(seed, n_train, n_val, n_test), f, indent=1)
+        if os.path.exists(dataset_dir):
+            # Make the old copy unusable before removing it, then move the finished one in.
+            old = os.path.join(root, f".{DATASET_DIRNAME}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            os.replace(dataset_dir, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp_dir, dataset_dir)
+    finally:
+        if os.path.exists(tmp_dir):
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    return dataset_dir
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Generate the procedural Shapes dataset (CoOp layout).")
+    p.add_argument("--root", required=True, help="data root; the dataset goes to ROOT/shapes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help="train images per class")
+    p.add_argument("--n-val", type=int, default=DEFAULT_N_VAL, help="val images per class")
+    p.add_argument("--n-test", type=int, default=DEFAULT_N_TEST, help="test images per class")
+    p.add_argument("--force", action="store_true", help="regenerate even if a matching copy exists")
+    args = p.parse_args(argv)
+    out = generate(args.root, args.seed, args.n_train, args.n_val, args.n_test, force=args.force)
+    base, new = base_new_labels()
+    print(f"Shapes dataset at {out}: {NUM_CLASSES} classes ({len(base)} base, {len(new)} new), "
+          f"{args.n_train}/{args.n_val}/{args.n_test} train/val/test images per class, {IMAGE_SIZE}x{IMAGE_SIZE} px")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The built-in world: the procedural Shapes dataset and the tiny CLIP pretrained on it.
+
+Everything here runs at the world's smallest: a few images per class, a pretraining of 2 steps.
+"""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from clipadapt import world
+from clipadapt.world import pretrain, shapes
+
+TINY = dict(n_train=2, n_val=1, n_test=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    return world.generate(str(tmp_path_factory.mktemp("data")), seed=0, **TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    return world.ensure_pretrained(cache_dir=str(tmp_path_factory.mktemp("cache")), seed=0, steps=2, progress=False)
+
+
+def _load_split(dataset_dir):
+    with open(os.path.join(dataset_dir, shapes.SPLIT_FILENAME)) as f:
+        return json.load(f)
+
+
+def _tree_bytes(dataset_dir):
+    out = {}
+    for dirpath, _, files in os.walk(dataset_dir):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, dataset_dir)] = f.read()
+    return out
+
+
+def test_generation_is_deterministic(tmp_path, tiny_dataset):
+    other = world.generate(str(tmp_path / "again"), seed=0, **TINY)
+    a, b = _tree_bytes(tiny_dataset), _tree_bytes(other)
+    assert a.keys() == b.keys()
+    assert a == b
+    different_seed = world.generate(str(tmp_path / "seed1"), seed=1, **TINY)
+    c = _tree_bytes(different_seed)
+    assert any(a[k] != c[k] for k in a if k.endswith(".png"))
+
+
+def test_split_json_is_coop_format(tiny_dataset):
+    split = _load_split(tiny_dataset)
+    assert set(split) == {"train", "val", "test"}
+    counts = {"train": TINY["n_train"], "val": TINY["n_val"], "test": TINY["n_test"]}
+    label_to_name = {}
+    seen_paths = set()
+    for name, items in split.items():
+        per_label = {}
+        for item in items:
+            assert isinstance(item, list) and len(item) == 3
+            relpath, label, classname = item
+            assert isinstance(relpath, str) and isinstance(label, int) and isinstance(classname, str)
+            folder, fname = relpath.split("/")
+            assert folder == shapes.class_folder(classname) and " " not in folder
+            assert fname.endswith(".png")
+            assert os.path.isfile(os.path.join(tiny_dataset, "images", relpath))
+            assert relpath not in seen_paths
+            seen_paths.add(relpath)
+            assert label_to_name.setdefault(label, classname) == classname
+            per_label[label] = per_label.get(label, 0) + 1
+        assert set(per_label.values()) == {counts[name]}
+    n = len(label_to_name)
+    assert n >= 40
+    assert sorted(label_to_name) == list(range(n))
+    assert len(set(label_to_name.values())) == n
+    assert [label_to_name[i] for i in range(n)] == list(shapes.CLASSNAMES)
+
+
+def test_images_are_small_rgb(tiny_dataset):
+    from PIL import Image
+
+    relpath = _load_split(tiny_dataset)["test"][0][0]
+    img = Image.open(os.path.join(tiny_dataset, "images", relpath))
+    assert img.mode == "RGB" and img.size == (shapes.IMAGE_SIZE, shapes.IMAGE_SIZE)
+
+
+def test_new_classes_are_novel_compositions_of_base_attributes():
+    n = shapes.NUM_CLASSES
+    m = math.ceil(n / 2)
+    base, new = shapes.CLASSES[:m], shapes.CLASSES[m:]
+    assert len(new) > 0
+    for attribute in shapes.CLASS_ATTRIBUTES:
+        values = {c[attribute] for c in shapes.CLASSES}
+        assert {c[attribute] for c in base} == values
+        assert {c[attribute] for c in new} == values
+    # every class name is its attribute words, and every composition occurs once
+    assert list(shapes.CLASSNAMES) == [" ".join(c[a] for a in shapes.CLASS_ATTRIBUTES) for c in shapes.CLASSES]
+    assert len(set(shapes.CLASSNAMES)) == n
+
+
+def test_interrupted_generation_is_redone(tmp_path):
+    root = str(tmp_path)
+    dataset_dir = world.generate(root, **TINY)
+    reference = _tree_bytes(dataset_dir)
+    split_file = os.path.join(dataset_dir, shapes.SPLIT_FILENAME)
+    marker = os.path.join(dataset_dir, shapes.MARKER_FILENAME)
+
+    # a finished generation with the same parameters is reused, not rewritten
+    sentinel = os.path.join(dataset_dir, "images", "sentinel.txt")
+    open(sentinel, "w").close()
+    world.generate(root, **TINY)
+    assert os.path.exists(sentinel)
+
+    # json missing: redone from scratch (the stray file is gone)
+    os.remove(split_file)
+    world.generate(root, **TINY)
+    assert not os.path.exists(sentinel)
+    assert _tree_bytes(dataset_dir) == reference
+
+    # marker missing, or written for other parameters / another version: redone
+    os.remove(marker)
+    world.generate(root, **TINY)
+    assert _tree_bytes(dataset_dir) == reference
+    with open(marker) as f:
+        params = json.load(f)
+    params["version"] = "shapes-v0"
+    with open(marker, "w") as f:
+        json.dump(params, f)
+    world.generate(root, **TINY)
+    assert _tree_bytes(dataset_dir) == reference
+
+    # other parameters: the dataset is replaced
+    world.generate(root, n_train=3, n_val=1, n_test=1, progress=False)
+    assert len(_load_split(dataset_dir)["train"]) == 3 * shapes.NUM_CLASSES
+    # no temporary directories left behind
+    assert sorted(os.listdir(root)) == [shapes.DATASET_DIRNAME]
+
+
+def test_caption_names_the_class_words():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    captions = set()
+    for label in range(shapes.NUM_CLASSES):
+        _, attrs = shapes.sample_image(rng, label)
+        for _ in range(5):
+            text = shapes.caption(attrs, rng)
+            assert attrs["colour"] in text and attrs["shape"] in text
+            captions.add(text)
+    assert len(captions) > 100
+
+
+def test_model_config_and_tokenizer():
+    import open_clip
+
+    world.register_model_configs()
+    world.register_model_configs()  # idempotent
+    assert world.ARCH in open_clip.list_models()
+    cfg = open_clip.get_model_config(world.ARCH)
+    assert cfg["text_cfg"]["vocab_size"] == 49408 and cfg["vision_cfg"]["image_size"] == shapes.IMAGE_SIZE
+    tokens = open_clip.get_tokenizer(world.ARCH)(["a photo of a red triangle.", "pink heart"])
+    assert tokens.shape == (2, cfg["text_cfg"]["context_length"])
+    model = open_clip.create_model(world.ARCH, pretrained=None)
+    assert type(model) is open_clip.model.CLIP
+    assert model.text_pool_type == "argmax" and model.transformer.batch_first
+    for name in ("token_embedding", "positional_embedding", "attn_mask", "ln_final", "text_projection"):
+        assert getattr(model, name) is not None
+    with torch.no_grad():
+        full = model.encode_text(tokens)
+        cut = pretrain.encode_text_cut(model, tokens)
+    torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-5)
+
+
+def test_pretraining_is_deterministic(tmp_path, tiny_checkpoint):
+    again = world.ensure_pretrained(cache_dir=str(tmp_path), seed=0, steps=2, progress=False)
+    a = torch.load(tiny_checkpoint, weights_only=True)["state_dict"]
+    b = torch.load(again, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_loads_into_open_clip_model(tiny_checkpoint):
+    import open_clip
+
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["arch"] == world.ARCH
+    assert ckpt["meta"]["steps"] == 2 and ckpt["meta"]["seed"] == 0
+    world.register_model_configs()
+    model = open_clip.create_model(ckpt["arch"], pretrained=None)
+    model.load_state_dict(ckpt["state_dict"])  # strict
+    fresh = open_clip.create_model(ckpt["arch"], pretrained=None)
+    assert not torch.equal(model.visual.conv1.weight, fresh.visual.conv1.weight)
+
+
+def test_ensure_pretrained_reuses_its_cache(tmp_path, tiny_checkpoint, monkeypatch):
+    mtime = os.stat(tiny_checkpoint).st_mtime_ns
+    path = world.ensure_pretrained(cache_dir=os.path.dirname(tiny_checkpoint), seed=0, steps=2, progress=False)
+    assert path == tiny_checkpoint and os.stat(path).st_mtime_ns == mtime
+    name = os.path.basename(path)
+    assert world.ARCH in name and "seed0" in name and "steps2" in name and shapes.WORLD_VERSION in name
+    assert os.path.basename(pretrain.checkpoint_path(seed=1, steps=2)) != name
+    assert not [f for f in os.listdir(os.path.dirname(path)) if ".tmp" in f]
+
+    monkeypatch.setenv("CLIPADAPT_CACHE", str(tmp_path / "env"))
+    assert pretrain.checkpoint_path(seed=0, steps=2) == str(tmp_path / "env" / name)
+    monkeypatch.delenv("CLIPADAPT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert pretrain.checkpoint_path(seed=0, steps=2) == str(tmp_path / "xdg" / "clipadapt" / name)
+
+
+def test_zero_shot_accuracy_reports_all_base_new(tiny_dataset, tiny_checkpoint):
+    model = world.load_pretrained(tiny_checkpoint)
+    acc = world.zero_shot_accuracy(model, tiny_dataset, split="test")
+    assert set(acc) == {"all", "base", "new", "hm"}
+    assert all(0.0 <= v <= 100.0 for v in acc.values())
