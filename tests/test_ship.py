@@ -1,0 +1,270 @@
+"""SHIP: the VAE's loss and prompt, the synthetic features, the CoOp equivalence with the generator
+off, the protocol's label spaces and checkpoints, and that training never reads test data."""
+import math
+import os.path as osp
+
+import pytest
+import torch
+
+from conftest import make_cfg
+
+SHIP_CFG = "configs/trainers/SHIP/vit_b16.yaml"
+# Tiny: 4 shots x 24 base classes = 96 images, batches of 32, small VAE.
+FAST = ["DATASET.NUM_SHOTS", "4", "DATALOADER.TRAIN_X.BATCH_SIZE", "32", "OPTIM.MAX_EPOCH", "2",
+        "TRAINER.SHIP.VAE_EPOCHS", "2", "TRAINER.SHIP.VAE_BATCH_SIZE", "32", "TRAINER.SHIP.ENC_HIDDEN", "64",
+        "TRAINER.SHIP.GEN_HIDDEN", "64", "TRAINER.SHIP.LATENT", "16", "TEST.NO_TEST", "True"]
+
+
+def build(trainer, config_file, root, out, opts=(), cls=None):
+    """A trainer built in-process with the seed set first (the random tiny CLIP depends on it)."""
+    from clipadapt.engine import TRAINER_REGISTRY, set_random_seed
+    cfg = make_cfg(trainer, config_file, root, out, opts)
+    set_random_seed(1)
+    return (cls or TRAINER_REGISTRY.get(trainer))(cfg)
+
+
+def ship(root, out, mode="base", opts=()):
+    return build("SHIP", SHIP_CFG, root, out, FAST + ["DATASET.SUBSAMPLE_CLASSES", mode] + list(opts))
+
+
+def train(trainer):
+    from clipadapt.engine import set_random_seed
+    set_random_seed(1)
+    trainer.train()
+    return trainer
+
+
+# ----- stage 1: the VAE ------------------------------------------------------------------------------
+
+def test_vae_loss_matches_hand_computation():
+    from trainers.ship import vae_loss
+    recon = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mean = torch.tensor([[0.0, 1.0], [0.5, 0.0]])
+    log_var = torch.tensor([[0.0, 0.0], [math.log(2.0), 0.0]])
+    rec = ((0.6 - 1) ** 2 + 0.8 ** 2 + 1 + 1) / 2  # squared L2 per sample, mean over the batch = 1.4
+    kl_1 = -0.5 * ((1 + 0 - 0 - 1) + (1 + 0 - 1 - 1))  # 0.5
+    kl_2 = -0.5 * ((1 + math.log(2) - 0.25 - 2) + (1 + 0 - 0 - 1))  # 0.625 - ln(2) / 2
+    kld = (kl_1 + kl_2) / 2
+    for weight in (1.0, 0.5):
+        loss, got_rec, got_kld = vae_loss(recon, x, mean, log_var, kl_weight=weight)
+        assert got_rec.item() == pytest.approx(rec)
+        assert got_kld.item() == pytest.approx(kld)
+        assert loss.item() == pytest.approx(rec + weight * kld)
+    # The closed form is KL(N(mean, exp(log_var)) || N(0, I)).
+    q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
+    p = torch.distributions.Normal(torch.zeros(2, 2), torch.ones(2, 2))
+    assert torch.distributions.kl_divergence(q, p).sum(1).mean().item() == pytest.approx(kld)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    from clipadapt.clip import TextEncoder, load_clip
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_clip("tiny-vit", pretrained=False)
+    return TextEncoder(model), tokenizer
+
+
+def test_generator_bias_reaches_every_context_token(tiny_clip):
+    from trainers.ship import PromptVAE
+    text_encoder, tokenizer = tiny_clip
+    vae = PromptVAE(text_encoder, tokenizer, ["red circle", "blue star", "green heart"], feat_dim=32, n_ctx=4,
+                    enc_hidden=16, gen_hidden=16, latent=8)
+    seen = []
+
+    def spy(prompts, tokenized):
+        seen.append(prompts)
+        return text_encoder(prompts, tokenized)
+
+    object.__setattr__(vae, "text_encoder", spy)
+    z, classes = torch.randn(5, 8), torch.tensor([0, 2, 1, 0, 2])
+    recon = vae.decode(z, classes)
+    bias = vae.generator(z)  # (5, width)
+    plain, _ = vae.prompt_learner(classes)
+    prompts = seen[0]
+    for token in range(1, 5):  # after SOS: the 4 context tokens, each shifted by the same bias
+        assert torch.allclose(prompts[:, token], vae.prompt_learner.ctx[token - 1] + bias, atol=1e-6)
+    assert torch.equal(prompts[:, :1], plain[:, :1]) and torch.equal(prompts[:, 5:], plain[:, 5:])
+    assert torch.allclose(recon.norm(dim=-1), torch.ones(5), atol=1e-5)
+    # Gradients of the reconstruction reach the generator and the VAE context through the prompt.
+    recon.sum().backward()
+    assert vae.generator.net[-1].weight.grad.abs().sum() > 0
+    assert (vae.prompt_learner.ctx.grad.abs().sum(dim=1) > 0).all()
+    assert sorted(vae.state_dict()) == sorted(["prompt_learner.ctx"] + [f"{m}.{k}" for m, mod in
+                                               (("encoder", vae.encoder), ("generator", vae.generator))
+                                               for k in mod.state_dict()])
+
+
+# ----- stage 2: real + synthetic ----------------------------------------------------------------------
+
+def test_synthetic_features_are_unit_norm_and_new_classes_only(shapes_root, tmp_path):
+    trainer = ship(shapes_root, tmp_path)
+    m, k = len(trainer.base_classnames), len(trainer.new_classnames)
+    assert (m, k) == (24, 24)
+    assert trainer.stage2_classnames == trainer.base_classnames + trainer.new_classnames
+    assert trainer.classnames == trainer.base_classnames  # real images: labels 0..m-1 of m + k
+    assert max(d.label for d in trainer.dataset.train_x) == m - 1
+    torch.manual_seed(0)
+    feats, labels = trainer.synthetic_batch(600)
+    assert feats.shape == (600, trainer.feature_dim())
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(600), atol=1e-5)
+    assert labels.min() >= m and labels.max() < m + k
+    assert set(labels.tolist()) == set(range(m, m + k))  # uniform over the new classes: all drawn
+
+    # In a training step each real feature is joined by one synthetic feature of a new class.
+    drawn = []
+    original = trainer.synthetic_batch
+    trainer.synthetic_batch = lambda n: drawn.append(original(n)) or drawn[-1]
+    batch = next(iter(trainer.train_loader_x))
+    trainer.before_epoch()
+    trainer.batch_idx, trainer.num_batches = 0, len(trainer.train_loader_x)
+    summary = trainer.forward_backward(batch)
+    assert len(drawn) == 1 and len(drawn[0][1]) == len(batch["label"]) and "acc_syn" in summary
+
+
+def test_generator_off_is_plain_coop_over_all_classes(shapes_root, tmp_path):
+    from trainers.coop import CoOp
+
+    class CoOpOverAllClasses(CoOp):
+        @property
+        def train_classnames(self):
+            return self.base_classnames + self.new_classnames
+
+    same = ["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base", "DATALOADER.TRAIN_X.BATCH_SIZE", "32",
+            "OPTIM.MAX_EPOCH", "2", "TEST.NO_TEST", "True"]
+    coop = build("CoOp", "configs/trainers/CoOp/vit_b16_ctxv1.yaml", shapes_root, tmp_path / "coop",
+                 same + ["TRAINER.COOP.PREC", "fp32", "OPTIM.MOMENTUM", "0.0", "OPTIM.WEIGHT_DECAY", "0.0",
+                         "OPTIM.WARMUP_EPOCH", "0", "INPUT.RRCROP_SCALE", "(0.5, 1.0)"], cls=CoOpOverAllClasses)
+    off = ship(shapes_root, tmp_path / "ship", opts=same + ["TRAINER.SHIP.SYN_PER_REAL", "0"])
+    vae_before = {k: v.clone() for k, v in off.vae.state_dict().items()}
+    init_ctx = off.prompt_learner.ctx.detach().clone()
+    assert torch.equal(init_ctx, coop.prompt_learner.ctx)
+    train(coop)
+    train(off)
+    assert off.prompt_learner.classnames == coop.prompt_learner.classnames  # base + new
+    assert not torch.allclose(off.prompt_learner.ctx, init_ctx)  # it did train
+    assert torch.allclose(off.prompt_learner.ctx, coop.prompt_learner.ctx, atol=1e-6)
+    assert all(torch.equal(v, off.vae.state_dict()[k]) for k, v in vae_before.items())  # generator not trained
+
+
+# ----- protocol: label spaces, checkpoints, resume ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_base(shapes_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ship_base")
+    trainer = train(ship(shapes_root, out))
+    return trainer, out
+
+
+def test_checkpoints_hold_no_class_dependent_tensors(trained_base):
+    from clipadapt.engine import load_checkpoint
+    trainer, out = trained_base
+    learner = load_checkpoint(osp.join(out, "prompt_learner", "model.pth.tar-2"))["state_dict"]
+    vae = load_checkpoint(osp.join(out, "vae", "model.pth.tar-2"))["state_dict"]
+    assert list(learner) == ["ctx"]
+    assert set(vae) == set(trainer.vae.state_dict())
+    assert all(k.startswith(("encoder.", "generator.")) or k == "prompt_learner.ctx" for k in vae)
+
+
+@pytest.mark.parametrize("mode", ["base", "new", "gzsl"])
+def test_test_runs_score_their_columns_of_the_all_class_classifier(trained_base, shapes_root, tmp_path, mode):
+    """A test run rebuilds the class list from its dataset; the checkpoint holds context only. Its
+    logits are the base columns (base), the new columns (new) or all columns (gzsl) of the
+    trained model's classifier over base + new."""
+    trainer, out = trained_base
+    trainer.set_classnames(trainer.stage2_classnames)
+    feats = torch.randn(7, trainer.feature_dim())
+    with torch.no_grad():
+        full = trainer.logits(feats, trainer.text_features())  # (7, m + k)
+    m = len(trainer.base_classnames)
+    expected = {"base": full[:, :m], "new": full[:, m:], "gzsl": full}[mode]
+
+    tester = ship(shapes_root, tmp_path, mode=mode)
+    tester.load_model(str(out), epoch=2)
+    tester.prepare_eval()
+    assert tester.prompt_learner.classnames == {"base": trainer.base_classnames, "new": trainer.new_classnames,
+                                                "gzsl": trainer.stage2_classnames}[mode]
+    with torch.no_grad():
+        assert torch.allclose(tester.model_inference(feats), expected, atol=1e-4)
+
+
+def test_resume_continues_stage2_without_retraining_the_generator(trained_base, shapes_root, tmp_path):
+    import shutil
+    trainer, out = trained_base
+    run = tmp_path / "run"
+    interrupted = ship(shapes_root, run, opts=["TRAIN.CHECKPOINT_FREQ", "1", "OPTIM.MAX_EPOCH", "2"])
+    interrupted.max_epoch = 1  # killed after epoch 1 (its checkpoint written)
+    train(interrupted)
+    for name in ("prompt_learner", "vae"):
+        assert (run / name / "model.pth.tar-1").exists()
+        (run / name / "checkpoint").write_text("model.pth.tar-1\n")
+    resumed = ship(shapes_root, run, opts=["TRAIN.CHECKPOINT_FREQ", "1"])
+    resumed.train_generator = lambda: pytest.fail("the generator was retrained on resume")
+    resumed.train()
+    assert torch.allclose(resumed.prompt_learner.ctx, trainer.prompt_learner.ctx, atol=1e-6)
+    for k, v in trainer.vae.state_dict().items():
+        assert torch.allclose(resumed.vae.state_dict()[k], v, atol=1e-6)
+    shutil.rmtree(run)
+
+
+def test_all_mode_has_no_label_only_classes_and_is_coop(shapes_root, tmp_path, capsys):
+    trainer = ship(shapes_root, tmp_path, mode="all")
+    assert not trainer.synthesizes and trainer.label_only.numel() == 0
+    assert trainer.stage2_classnames == trainer.classnames
+    trainer.train_generator = lambda: pytest.fail("nothing to synthesize, so no generator")
+    trainer.before_train()
+    assert "leaves no label-only classes" in capsys.readouterr().out
+
+
+def test_training_never_touches_test_data(shapes_root, tmp_path, monkeypatch):
+    """Stage 1 and stage 2 read train_x only: no test (or val) features, loaders or image files."""
+    import clipadapt.engine.builtin.data_manager as dm
+    import clipadapt.features as features
+    trainer = ship(shapes_root, tmp_path)
+    held_out = {d.impath for d in trainer.dataset.test} | {d.impath for d in trainer.dataset.val or []}
+    read = []
+    for module in (dm, features):
+        original = module.read_image
+        monkeypatch.setattr(module, "read_image", lambda path, _orig=original: read.append(path) or _orig(path))
+
+    class Forbidden:
+        def __iter__(self):
+            raise AssertionError("training iterated a test/val loader")
+
+        def __len__(self):
+            return 1
+
+    splits = []
+    cached = trainer.cached_features
+    trainer.cached_features = lambda split, view=None: splits.append(split) or cached(split, view)
+    trainer.test_loader = trainer.val_loader = Forbidden()
+    # Fresh training views (a new feature-cache dir) so images are actually read.
+    monkeypatch.setenv("CLIPADAPT_CACHE", str(tmp_path / "cache"))
+    trainer.cfg.defrost()
+    trainer.cfg.FEATURES.CACHE_DIR = str(tmp_path / "features")
+    trainer.cfg.freeze()
+    train(trainer)
+    assert splits and set(splits) == {"train_x"}
+    assert read and not (set(read) & held_out)
+
+
+@pytest.mark.skipif(not osp.isfile(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "trainers",
+                                            "clip_adapter.py")), reason="trainers/clip_adapter.py is absent")
+def test_ship_with_clip_adapter_trains_the_shared_adapter_on_all_classes(shapes_root, tmp_path):
+    from trainers.clip_adapter import AdaptedClassifier
+    cfg = "configs/trainers/SHIP/vit_b16_clip_adapter.yaml"
+    trainer = build("SHIP", cfg, shapes_root, tmp_path, FAST + ["DATASET.SUBSAMPLE_CLASSES", "base",
+                                                                 "OPTIM.MAX_EPOCH", "1"])
+    assert isinstance(trainer.adapter, AdaptedClassifier) and trainer.get_model_names() == ["clip_adapter", "vae"]
+    before = {k: v.clone() for k, v in trainer.adapter.state_dict().items()}
+    train(trainer)
+    assert any(not torch.equal(v, trainer.adapter.state_dict()[k]) for k, v in before.items())
+    trainer.set_classnames(trainer.stage2_classnames)
+    feats = torch.randn(5, trainer.feature_dim())
+    with torch.no_grad():
+        new_columns = trainer.logits(feats, trainer.text_features())[:, len(trainer.base_classnames):]
+    tester = build("SHIP", cfg, shapes_root, tmp_path / "new", FAST + ["DATASET.SUBSAMPLE_CLASSES", "new"])
+    tester.load_model(str(tmp_path), epoch=1)
+    tester.prepare_eval()
+    with torch.no_grad():
+        assert torch.allclose(tester.model_inference(feats), new_columns, atol=1e-4)
