@@ -135,7 +135,7 @@ def test_generator_off_is_plain_coop_over_all_classes(shapes_root, tmp_path):
     coop = build("CoOp", "configs/trainers/CoOp/vit_b16_ctxv1.yaml", shapes_root, tmp_path / "coop",
                  same + ["TRAINER.COOP.PREC", "fp32", "OPTIM.MOMENTUM", "0.0", "OPTIM.WEIGHT_DECAY", "0.0",
                          "OPTIM.WARMUP_EPOCH", "0", "INPUT.RRCROP_SCALE", "(0.5, 1.0)"], cls=CoOpOverAllClasses)
-    off = ship(shapes_root, tmp_path / "ship", opts=same + ["TRAINER.SHIP.SYN_PER_REAL", "0"])
+    off = ship(shapes_root, tmp_path / "ship", opts=same + ["TRAINER.SHIP.SYN_PER_REAL", "0.0"])
     vae_before = {k: v.clone() for k, v in off.vae.state_dict().items()}
     init_ctx = off.prompt_learner.ctx.detach().clone()
     assert torch.equal(init_ctx, coop.prompt_learner.ctx)
