@@ -230,8 +230,10 @@ class ClipTrainer(*_BASES):
 
     # ----- checkpoints -----------------------------------------------------------------------------
     def checkpoint_meta(self):
+        import open_clip
         meta = super().checkpoint_meta()
         meta["backbone"] = self.cfg.MODEL.BACKBONE.NAME
+        meta["open_clip"] = open_clip.__version__
         meta["config"] = self.cfg.dump()
         return meta
 

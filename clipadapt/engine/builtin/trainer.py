@@ -13,35 +13,92 @@ from tqdm import tqdm
 
 from .utils import AverageMeter, MetricMeter, atomic_torch_save, load_checkpoint, mkdir_if_missing
 
+# Bumped when the checkpoint layout changes; a checkpoint from a newer layout is refused by name.
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used by this run (damaged, unsafe, or from another model)."""
+
+
+def checkpoint_mismatch(meta, expected, fpath):
+    """Why a checkpoint's `meta` cannot serve a run described by `expected` (None when it can)."""
+    meta = meta or {}
+    if meta.get("format", 1) > CHECKPOINT_FORMAT:
+        return (f'Checkpoint "{fpath}" has format {meta["format"]} (written by clipadapt {meta.get("clipadapt", "?")}); '
+                f"this clipadapt reads format {CHECKPOINT_FORMAT} and older. Upgrade clipadapt.")
+    for key in ("trainer", "backbone"):
+        if meta.get(key) is not None and expected.get(key) is not None and meta[key] != expected[key]:
+            return (f'Checkpoint "{fpath}" was saved by {key} "{meta[key]}", but this run uses {key} '
+                    f'"{expected[key]}". Use a run of the same {key} (--model-dir to evaluate, --output-dir to '
+                    "resume), or change the config.")
+    return None
+
+
+def resume_pointers(directory):
+    """{model name: checkpoint file} named by the `<directory>/<model>/checkpoint` pointer files."""
+    pointers = {}
+    if osp.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            pointer = osp.join(directory, name, "checkpoint")
+            if osp.isfile(pointer):
+                with open(pointer) as f:
+                    pointers[name] = osp.join(directory, name, f.read().strip())
+    return pointers
+
 
 class CheckpointMixin:
-    """Checkpoint save/resume/load: atomic writes, weights_only loads, identity checks, RNG state.
+    """Checkpoint save/resume/load: atomic writes, weights_only loads, identity checks, RNG state;
+    and the non-finite loss check that keeps a bad step out of them.
 
     Mixed into our trainers on top of either engine, so Dassl's fragile `load_model` never runs.
     """
 
     def checkpoint_meta(self):
         """Identity stored with every checkpoint; subclasses add what makes a checkpoint compatible."""
-        return {"trainer": type(self).__name__, "torch": str(torch.__version__)}
+        from ... import __version__
+        return {"trainer": type(self).__name__, "format": CHECKPOINT_FORMAT, "clipadapt": __version__,
+                "torch": str(torch.__version__)}
+
+    def detect_anomaly(self, loss):
+        """Stop at the first non-finite loss, naming where (here on both engines: Dassl's names neither)."""
+        if not torch.isfinite(loss).all():
+            where = f" at epoch {self.epoch + 1}, batch {getattr(self, 'batch_idx', 0) + 1}" if hasattr(self, "epoch") else ""
+            raise FloatingPointError(
+                f"Loss is infinite or NaN{where}. Training stopped; the last saved checkpoint is left as it was. "
+                "Lower OPTIM.LR or check the inputs."
+            )
 
     def rng_state(self):
         return {
             "torch": torch.get_rng_state(),
             "python": _to_plain(random.getstate()),
             "numpy": _to_plain(np.random.get_state()),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
 
     def set_rng_state(self, state):
         torch.set_rng_state(state["torch"])
+        cuda = state.get("cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
         random.setstate(_to_tuple(state["python"]))
         np_state = state["numpy"]
         np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         names = self.get_model_names()
-        for name in names:
+        states = {}
+        for name in names:  # check every model before writing any: a bad state never replaces a good one
             model_dict = self._models[name].state_dict()
-            model_dict = OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in model_dict.items())
+            states[name] = OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in model_dict.items())
+            bad = [k for k, v in states[name].items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+            if bad:
+                raise FloatingPointError(
+                    f'Weights {bad} of "{name}" became infinite or NaN by the end of epoch {epoch + 1}; not saving them. '
+                    "The last saved checkpoint is left as it was. Lower OPTIM.LR or check the inputs.")
+        for name in names:
+            model_dict = states[name]
             optim, sched = self._optims[name], self._scheds[name]
             checkpoint = {
                 "state_dict": model_dict,
@@ -62,17 +119,24 @@ class CheckpointMixin:
 
     def resume_model_if_exist(self, directory):
         names = self.get_model_names()
-        if not all(osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
+        pointers = resume_pointers(directory)
+        if not all(name in pointers for name in names):
             print("No checkpoint found, train from scratch")
             return 0
         print(f'Found checkpoint at {directory} (will resume training)')
+        files = {name: pointers[name] for name in names}
+        epochs = {name: _epoch_of(fpath) for name, fpath in files.items()}
+        if len(set(epochs.values())) > 1 and None not in epochs.values():
+            # Killed between saving one model and the next: go back to the last epoch all models saved.
+            common = min(epochs.values())
+            files = {name: osp.join(directory, name, f"model.pth.tar-{common}") for name in names}
+            print(f"The models' last checkpoints differ ({epochs}); resuming all from epoch {common}")
         start_epoch = 0
         for name in names:
-            with open(osp.join(directory, name, "checkpoint")) as f:
-                fname = f.read().strip()
-            fpath = osp.join(directory, name, fname)
-            checkpoint = load_checkpoint(fpath)
-            self.check_checkpoint_meta(checkpoint, fpath)
+            fpath = files[name]
+            checkpoint = self._load_usable(fpath, hint=(
+                f' Training would resume from it. To resume from an earlier epoch, write that epoch\'s file name '
+                f'(model.pth.tar-N) into "{osp.join(directory, name, "checkpoint")}"; or train into a new --output-dir.'))
             self.load_state_into(name, checkpoint["state_dict"], fpath)
             if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
                 self._optims[name].load_state_dict(checkpoint["optimizer"])
@@ -82,21 +146,35 @@ class CheckpointMixin:
             if checkpoint.get("rng") is not None:
                 self.set_rng_state(checkpoint["rng"])
             print(f'Loaded model weights from "{fpath}" (epoch = {start_epoch})')
+        best = osp.join(directory, names[0], "model-best.pth.tar")
+        if osp.exists(best):  # so a worse epoch after the restart does not replace the best model
+            val_result = self._load_usable(best).get("val_result")
+            if isinstance(val_result, (int, float)):
+                self.best_result = val_result
         return start_epoch
 
+    def _load_usable(self, fpath, hint=""):
+        """Load a checkpoint safely and check that it belongs to this trainer and backbone."""
+        try:
+            checkpoint = load_checkpoint(fpath)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise CheckpointError(f"{exc}{hint}") from exc
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise CheckpointError(f'"{fpath}" is not a training checkpoint (it has no state_dict).{hint}')
+        self.check_checkpoint_meta(checkpoint, fpath)
+        return checkpoint
+
     def check_checkpoint_meta(self, checkpoint, fpath):
-        meta = checkpoint.get("meta") or {}
-        mine = self.checkpoint_meta()
-        for key in ("trainer", "backbone"):
-            if key in meta and key in mine and meta[key] != mine[key]:
-                raise ValueError(
-                    f'Checkpoint "{fpath}" was saved by {key} "{meta[key]}", but this run uses {key} '
-                    f'"{mine[key]}". Point --model-dir at a run of the same {key}, or change the config.'
-                )
+        problem = checkpoint_mismatch(checkpoint.get("meta"), self.checkpoint_meta(), fpath)
+        if problem:
+            raise CheckpointError(problem)
 
     def load_state_into(self, name, state_dict, fpath):
         """Load a checkpoint's tensors into a registered model (strict; subclasses may relax)."""
-        self._models[name].load_state_dict(state_dict)
+        try:
+            self._models[name].load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(f'Checkpoint "{fpath}" does not fit model "{name}" of this run: {exc}') from exc
 
     def load_model(self, directory, epoch=None):
         if not directory:
@@ -120,8 +198,7 @@ class CheckpointMixin:
                     f'No checkpoint "{model_path}": {where}. Use --load-epoch with one of the saved epochs '
                     "(model.pth.tar-N), or check --model-dir."
                 )
-            checkpoint = load_checkpoint(model_path)
-            self.check_checkpoint_meta(checkpoint, model_path)
+            checkpoint = self._load_usable(model_path)
             self.load_state_into(name, checkpoint["state_dict"], model_path)
             val_result = checkpoint.get("val_result")
             extra = f", val_result = {val_result:.1f}" if isinstance(val_result, (int, float)) else ""
@@ -167,14 +244,6 @@ class TrainerBase(CheckpointMixin):
         for name in self.get_model_names(names):
             if self._scheds[name] is not None:
                 self._scheds[name].step()
-
-    def detect_anomaly(self, loss):
-        if not torch.isfinite(loss).all():
-            where = f" at epoch {self.epoch + 1}, batch {getattr(self, 'batch_idx', 0) + 1}" if hasattr(self, "epoch") else ""
-            raise FloatingPointError(
-                f"Loss is infinite or NaN{where}. Training stopped; the last saved checkpoint is left as it was. "
-                "Lower OPTIM.LR or check the inputs."
-            )
 
     def init_writer(self, log_dir):
         self._writer = None  # tensorboard is optional; scalars go to the log
@@ -382,6 +451,13 @@ class TrainerX(SimpleTrainer):
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device), batch["domain"].to(self.device)
+
+
+def _epoch_of(fpath):
+    """N of a "model.pth.tar-N" file name, else None."""
+    base = osp.basename(fpath)
+    prefix = "model.pth.tar-"
+    return int(base[len(prefix):]) if base.startswith(prefix) and base[len(prefix):].isdigit() else None
 
 
 def _to_plain(obj):
