@@ -2,13 +2,16 @@
 
 Errors name the file or option at fault and, for a mistyped key, the closest valid key.
 """
+import ast
 import difflib
 import os
+import re
 
 import yaml
 from yacs.config import CfgNode
 
-from .engine import TRAINER_REGISTRY, get_cfg_default
+from .engine import DATASET_REGISTRY, TRAINER_REGISTRY, get_cfg_default
+from .engine.builtin.registry import unknown_name_message
 
 
 class ConfigError(ValueError):
@@ -23,14 +26,70 @@ def all_keys(cfg, prefix=""):
     return keys
 
 
+_TYPE_MISMATCH = re.compile(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
+                            r"for config key: (\S+)", re.S)
+
+
 def _explain(exc, cfg, source):
     msg = str(exc).strip("'\"")
     if "Non-existent" in msg:
         bad = msg.split(":")[-1].strip()
+        if bad.startswith("TRAINER.") and not cfg.TRAINER.NAME:
+            names = ", ".join(sorted(TRAINER_REGISTRY.registered_names()))
+            return ConfigError(f'{source} sets "{bad}", a trainer\'s key, but no trainer is chosen: pass --trainer '
+                               f"NAME (registered: {names}).")
         close = difflib.get_close_matches(bad, all_keys(cfg), n=1, cutoff=0.5)
         hint = f' Did you mean "{close[0]}"?' if close else ""
         return ConfigError(f'Unknown config key "{bad}" in {source}.{hint}')
+    match = _TYPE_MISMATCH.search(msg)
+    if match:
+        want, got, default, value, key = match.groups()
+        article = "an" if want[0] in "aeiou" else "a"
+        return ConfigError(f"Type mismatch for {key} in {source}: it takes {article} {want} (like {default}), "
+                           f"got {value} ({got}).")
     return ConfigError(f"Invalid config in {source}: {msg}")
+
+
+def _ints_to_floats(cfg, data):
+    """A whole number given for a float key (`OPTIM.LR 1`, `WEIGHT_DECAY: 0`) is meant as a float;
+    yacs would reject it as a type mismatch."""
+    for key, value in data.items():
+        if key not in cfg:
+            continue
+        if isinstance(value, dict) and isinstance(cfg[key], dict):
+            _ints_to_floats(cfg[key], value)
+        elif isinstance(cfg[key], float) and type(value) is int:
+            data[key] = float(value)
+
+
+def _coerce_opts(cfg, opts):
+    """`_ints_to_floats` for KEY VALUE command-line pairs."""
+    opts = list(opts)
+    for i in range(0, len(opts) - 1, 2):
+        node, parts = cfg, str(opts[i]).split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get(parts[-1]), float):
+            continue
+        try:
+            value = ast.literal_eval(opts[i + 1]) if isinstance(opts[i + 1], str) else opts[i + 1]
+        except (ValueError, SyntaxError):
+            continue
+        if type(value) is int:
+            opts[i + 1] = repr(float(value))
+    return opts
+
+
+def check_names(cfg):
+    """Fail before any work when the trainer or dataset is not registered (names the closest one)."""
+    for kind, name, registry, how in (
+            ("trainer", cfg.TRAINER.NAME, TRAINER_REGISTRY, "--trainer NAME"),
+            ("dataset", cfg.DATASET.NAME, DATASET_REGISTRY, "--dataset-config-file configs/datasets/<name>.yaml")):
+        available = registry.registered_names()
+        if not name:
+            raise ConfigError(f"No {kind} given: pass {how}. Registered: {', '.join(sorted(available))}")
+        if name not in available:
+            raise ConfigError(unknown_name_message(kind, name, available))
 
 
 def merge_yaml(cfg, path, _seen=()):
@@ -46,6 +105,7 @@ def merge_yaml(cfg, path, _seen=()):
     base = data.pop("_BASE_", None)
     if base:
         merge_yaml(cfg, os.path.join(os.path.dirname(path), base), _seen + (path,))
+    _ints_to_floats(cfg, data)
     try:
         cfg.merge_from_other_cfg(CfgNode(data))
     except (KeyError, ValueError, AssertionError) as exc:
@@ -86,7 +146,7 @@ def build_config(trainer="", dataset_config_file="", config_file="", opts=(), ov
         if len(opts) % 2:
             raise ConfigError(f"Trailing options must be KEY VALUE pairs; got an odd number: {list(opts)}")
         try:
-            cfg.merge_from_list(list(opts))
+            cfg.merge_from_list(_coerce_opts(cfg, opts))
         except (KeyError, ValueError, AssertionError) as exc:
             raise _explain(exc, cfg, "the command-line options") from None
     return cfg
