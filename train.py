@@ -14,8 +14,10 @@ import torch
 
 import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
-from clipadapt.config import ConfigError, build_config
-from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
+from clipadapt.config import ConfigError, build_config, check_names
+from clipadapt.engine import ENGINE, build_trainer, collect_env_info, load_checkpoint, set_random_seed, setup_logger
+from clipadapt.engine.builtin.data_manager import UnreadableImageError
+from clipadapt.engine.builtin.trainer import CheckpointError, checkpoint_mismatch, resume_pointers
 
 
 def parse_args(argv=None):
@@ -54,15 +56,39 @@ def cli_overrides(args):
 
 
 def setup_cfg(args):
+    flags = [o for o in args.opts or [] if o.startswith("--")]
+    if flags:
+        raise ConfigError(f"{flags} come after the KEY VALUE config options, which take everything after them as "
+                          "config; put command-line flags such as --eval-only before the KEY VALUE pairs.")
     cfg = build_config(args.trainer, args.dataset_config_file, args.config_file, args.opts or [], cli_overrides(args))
+    check_names(cfg)
     cfg.freeze()
     return cfg
 
 
-def check_model_dir(args):
-    """Fail before any work when an evaluation points at checkpoints that are not there."""
+def check_checkpoint_file(fpath, cfg, hint=""):
+    """Load a checkpoint safely (weights_only) and check it was saved by this trainer and backbone."""
+    try:
+        checkpoint = load_checkpoint(fpath)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise ConfigError(f"{exc}{hint}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f'"{fpath}" is not a training checkpoint (it has no state_dict).{hint}')
+    problem = checkpoint_mismatch(checkpoint.get("meta"), {"trainer": cfg.TRAINER.NAME,
+                                                           "backbone": cfg.MODEL.BACKBONE.NAME}, fpath)
+    if problem:
+        raise ConfigError(problem)
+
+
+def check_model_dir(args, cfg):
+    """Fail before any work when an evaluation points at checkpoints that are not there or not usable."""
+    if not args.eval_only:
+        if args.model_dir or args.load_epoch is not None:
+            raise ConfigError("--model-dir and --load-epoch only apply with --eval-only. Add --eval-only to "
+                              "evaluate a trained run; drop them to train.")
+        return
     if not args.model_dir:
-        if args.eval_only and args.load_epoch is not None:
+        if args.load_epoch is not None:
             raise ConfigError("--load-epoch was given without --model-dir: name the training run's output folder.")
         return
     if not osp.isdir(args.model_dir):
@@ -72,8 +98,34 @@ def check_model_dir(args):
     saved = sorted({f for d in subdirs for f in os.listdir(osp.join(args.model_dir, d)) if f.startswith("model")})
     wanted = "model-best.pth.tar" if args.load_epoch is None else f"model.pth.tar-{args.load_epoch}"
     if wanted not in saved:
+        inside = sorted(f for f in os.listdir(args.model_dir) if f.startswith("model"))
+        if inside and not saved:  # the model's own folder was given instead of the run's
+            raise ConfigError(f'--model-dir "{args.model_dir}" is a model folder (it holds {inside}); pass the '
+                              f'training run\'s output folder, its parent "{osp.dirname(osp.abspath(args.model_dir))}".')
         raise ConfigError(f'--model-dir "{args.model_dir}" has no {wanted}; it has {saved or "no checkpoints"}. '
                           "Pass --load-epoch with one of the saved epochs.")
+    for d in subdirs:
+        if osp.isfile(osp.join(args.model_dir, d, wanted)):
+            check_checkpoint_file(osp.join(args.model_dir, d, wanted), cfg)
+
+
+def check_resume_dir(cfg):
+    """Fail before any work when training would resume from a checkpoint it cannot use."""
+    directory = cfg.RESUME or cfg.OUTPUT_DIR
+    for name, fpath in resume_pointers(directory).items():
+        pointer = osp.join(directory, name, "checkpoint")
+        check_checkpoint_file(fpath, cfg, hint=(
+            f' Training would resume from it. To resume from an earlier epoch, write that epoch\'s file name '
+            f'(model.pth.tar-N) into "{pointer}"; or train into a new --output-dir.'))
+
+
+def fail(message):
+    """Exit non-zero with a one-line error on stderr, also recorded in log.txt once the log is open."""
+    log = getattr(sys.stdout, "file", None)
+    if log is not None:
+        log.write(f"{message}\n")
+        log.flush()
+    sys.exit(message)
 
 
 def print_args(args, cfg):
@@ -91,8 +143,9 @@ def print_args(args, cfg):
 def main(args):
     try:
         cfg = setup_cfg(args)
-        if args.eval_only:
-            check_model_dir(args)
+        check_model_dir(args, cfg)
+        if not args.eval_only and not args.no_train:
+            check_resume_dir(cfg)
     except (ConfigError, KeyError) as exc:
         sys.exit(f"error: {exc.args[0] if exc.args else exc}")
     if cfg.SEED >= 0:
@@ -106,15 +159,18 @@ def main(args):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
 
-    trainer = build_trainer(cfg)
-    if args.eval_only:
-        if not args.model_dir and trainer.get_model_names():
-            print("Warning: --eval-only without --model-dir evaluates the untrained model")
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
-        return
-    if not args.no_train:
-        trainer.train()
+    try:
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            if not args.model_dir and trainer.get_model_names():
+                print("Warning: --eval-only without --model-dir evaluates the untrained model")
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+            return
+        if not args.no_train:
+            trainer.train()
+    except (FloatingPointError, UnreadableImageError, CheckpointError) as exc:
+        fail(f"error: {exc}")
 
 
 if __name__ == "__main__":

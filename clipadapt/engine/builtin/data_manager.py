@@ -17,7 +17,7 @@ def read_image(path):
             return img.convert("RGB")
     except Exception as exc:
         raise UnreadableImageError(
-            f'Cannot read image "{path}": {exc}. Replace or remove the file, or set '
+            f'Cannot read image "{path}": {exc}. Replace the file (re-download or re-extract the dataset), or set '
             "DATASET.SKIP_UNREADABLE True to skip unreadable images (their count is printed)."
         ) from exc
 
