@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from clipadapt.data import CACHE_ENV, CoOpDataset, DatasetError, resolve_root, sample_fewshot
+from clipadapt.data import CACHE_ENV, SUBSAMPLE_MODES, CoOpDataset, DatasetError, resolve_root, sample_fewshot
 from clipadapt.data.splits import can_create_dir, entries_to_datums
 from clipadapt.engine import DATASET_REGISTRY, Datum
 
@@ -109,8 +109,8 @@ class XianGZSLDataset(CoOpDataset):
         cls = type(self)
         self.name = cls.__name__
         self._subsample = str(cfg.DATASET.SUBSAMPLE_CLASSES)
-        if self._subsample not in ("all", "base", "new", "gzsl"):
-            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of ['all', 'base', 'new', 'gzsl'], "
+        if self._subsample not in SUBSAMPLE_MODES:
+            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_MODES)}, "
                              f"got {self._subsample!r}")
         self.root = resolve_root(cfg, self.name, self.expected_layout(), self._hint(cfg.DATASET.ROOT or "ROOT"))
         self.dataset_dir = os.path.join(self.root, cls.dataset_dir)
