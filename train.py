@@ -9,6 +9,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+import time
 
 import torch
 
@@ -151,7 +152,10 @@ def main(args):
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    resuming = not args.eval_only and not args.no_train and bool(resume_pointers(cfg.RESUME or cfg.OUTPUT_DIR))
+    setup_logger(cfg.OUTPUT_DIR, append=resuming)
+    if resuming:
+        print(f"\n=== Resuming the training run in {cfg.OUTPUT_DIR} ({time.strftime('%Y-%m-%d %H:%M:%S')}) ===")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)

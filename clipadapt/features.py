@@ -36,11 +36,19 @@ def feature_key(**parts):
 
 
 def image_list_digest(data_source, root=""):
-    """Hash of (path relative to the data root, label) for every item, in order."""
+    """Hash of (path relative to the data root, label, size, mtime) for every item, in order.
+
+    Size and mtime make a dataset regenerated in place under the same names a new key; moving the
+    data root keeps the key (paths are relative, `mv` keeps mtimes)."""
     h = hashlib.sha256()
     for item in data_source:
         path = osp.relpath(item.impath, root) if root else item.impath
-        h.update(f"{path}\t{item.label}\n".encode())
+        try:
+            stat = os.stat(item.impath)
+            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{path}\t{item.label}\t{stamp}\n".encode())
     return h.hexdigest()[:32]
 
 

@@ -4,7 +4,11 @@ import os.path as osp
 import subprocess
 import sys
 
-import pytest
+# One thread per process: the tiny test models gain nothing from more, and a busy 2-core machine
+# slows down badly with several OpenMP threads per process. Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED_DATA = osp.join(osp.dirname(REPO), "shared", "data")

@@ -75,3 +75,15 @@ def test_damaged_or_partial_cache_file_is_recomputed(tmp_path):
     assert len(calls) == 2
     leftovers = [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith(".part")]
     assert leftovers == []
+
+
+def test_image_list_digest_changes_when_a_file_is_rewritten(tmp_path):
+    class Item:
+        def __init__(self, impath, label):
+            self.impath, self.label = impath, label
+    path = tmp_path / "a.png"
+    path.write_bytes(b"one")
+    items = [Item(str(path), 0)]
+    before = image_list_digest(items, str(tmp_path))
+    path.write_bytes(b"other content")  # regenerated in place under the same name
+    assert image_list_digest(items, str(tmp_path)) != before

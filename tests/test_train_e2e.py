@@ -69,3 +69,14 @@ def test_zeroshot_on_real_eurosat(tmp_path):
               + ["DATALOADER.TEST.BATCH_SIZE", "256"])
     log = (out / "log.txt").read_text()
     assert "* total: 8,100" in log and "a centered satellite photo of Annual Crop Land." in log
+
+
+def test_resumed_run_continues_its_own_log(shapes_root, tmp_path):
+    out = tmp_path / "run"
+    opts = TINY_OPTS + ["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base"]
+    run_train(common("CoOp", COOP_CFG, shapes_root, out) + opts)
+    run_train(common("CoOp", COOP_CFG, shapes_root, out) + opts)  # same command again: resumes
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("log")) == ["log.txt"]
+    log = (out / "log.txt").read_text()
+    assert "=== Resuming the training run" in log and "(will resume training)" in log
+    assert log.rstrip().splitlines()[-1].startswith("Elapsed") and log.count("Finish training") == 2

@@ -50,15 +50,17 @@ class _Tee:
         self.file.close()
 
 
-def setup_logger(output=None):
-    """Tee stdout to <output>/log.txt; an existing log.txt is kept and a timestamped one started."""
+def setup_logger(output=None, append=False):
+    """Tee stdout to <output>/log.txt. An existing log.txt is kept and a timestamped one started
+    (Dassl's behaviour), unless `append`: a resumed training run continues its own log.txt, so the
+    result it ends with is where parse_test_res.py looks."""
     if output is None:
         return
     if output.endswith(".txt") or output.endswith(".log"):
         fpath = output
     else:
         fpath = osp.join(output, "log.txt")
-    if osp.exists(fpath):
+    if osp.exists(fpath) and not append:
         fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
     mkdir_if_missing(osp.dirname(fpath) or ".")
     if isinstance(sys.stdout, _Tee):
@@ -154,9 +156,14 @@ def load_checkpoint(fpath):
     try:
         return torch.load(fpath, map_location=map_location, weights_only=True)
     except Exception as exc:
+        # torch's own text suggests weights_only=False; we never do that, so keep only its first line.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Unsupported global" in str(exc):
+            reason = next(l.strip() for l in str(exc).splitlines() if "Unsupported global" in l)
         raise RuntimeError(
-            f'Cannot load checkpoint "{fpath}" safely (weights_only=True): {exc}. '
-            "It is truncated, not a checkpoint, or holds pickled objects other than tensors and plain data."
+            f'Cannot load checkpoint "{fpath}" safely (weights_only=True): {reason}. '
+            "It is truncated, not a checkpoint, or holds pickled objects other than tensors and plain data; "
+            "it is not loaded."
         ) from exc
 
 
