@@ -1,0 +1,172 @@
+"""PVA: the loss terms against hand computations, the ablation switches, the router's calibration,
+and checkpoints that restore adapters, tokens, tau and prototypes for base->new and GZSL evaluation."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY_OPTS, make_cfg, run_train
+from trainers.pva import (VariationalAdapter, alignment_loss, auroc, kl_gaussians, kl_to_standard_normal,
+                          pairwise_kl)
+
+PVA_CFG = "configs/trainers/PVA/vit_b16.yaml"
+FAST = ["DATASET.NUM_SHOTS", "4", "DATALOADER.TRAIN_X.BATCH_SIZE", "32", "OPTIM.MAX_EPOCH", "2"]
+
+
+# ----- the math ------------------------------------------------------------------------------------
+def test_kl_to_standard_normal_matches_hand_computation():
+    mu = torch.tensor([[1.0, 2.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0)]])
+    # dim 1: 0.5 (1 + 1 - 1 - 0) = 0.5; dim 2: 0.5 (4 + 4 - 1 - log 4)
+    expected = 0.5 + 0.5 * (7.0 - math.log(4.0))
+    assert kl_to_standard_normal(mu, logvar).item() == pytest.approx(expected, rel=1e-6)
+    assert kl_to_standard_normal(torch.zeros(3, 5), torch.zeros(3, 5)).abs().max().item() == 0.0
+
+
+def test_kl_between_gaussians_matches_hand_computation():
+    mu_q, logvar_q = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 0.0]])
+    mu_p, logvar_p = torch.tensor([[1.0, 1.0]]), torch.tensor([[math.log(2.0), 0.0]])
+    # dim 1: 0.5 (log 2 - 0 + (1 + 1) / 2 - 1) = 0.5 log 2; dim 2: 0
+    assert kl_gaussians(mu_q, logvar_q, mu_p, logvar_p).item() == pytest.approx(0.5 * math.log(2.0), rel=1e-6)
+
+
+def test_pairwise_kl_equals_row_by_row_kl():
+    g = torch.Generator().manual_seed(0)
+    mu_q, logvar_q = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g) * 0.3
+    mu_p, logvar_p = torch.randn(3, 7, generator=g), torch.randn(3, 7, generator=g) * 0.3
+    expected = torch.stack([torch.stack([kl_gaussians(mu_q[i], logvar_q[i], mu_p[k], logvar_p[k])
+                                         for k in range(3)]) for i in range(5)])
+    assert torch.allclose(pairwise_kl(mu_q, logvar_q, mu_p, logvar_p), expected, atol=1e-4)
+
+
+def test_alignment_terms_match_hand_computation():
+    mu_v = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    mu_t = torch.tensor([[0.0, 1.0], [2.0, 2.0]])
+    zeros = torch.zeros(2, 2)
+    # cosine distances 1 - 0 and 1 - 1, averaged
+    assert alignment_loss("cosine", mu_v, zeros, mu_t, zeros).item() == pytest.approx(0.5)
+    # unit variances: KL = 0.5 |mu_v - mu_t|^2 = 0.5 * 2 and 0.5 * 2, averaged
+    assert alignment_loss("kl", mu_v, zeros, mu_t, zeros).item() == pytest.approx(1.0)
+
+
+def test_auroc_rank_formula_matches_hand_count():
+    scores = [0.9, 0.5, 0.5, 0.5, 0.1]
+    positive = [True, True, True, False, False]
+    # pairs (pos, neg): (0.9, 0.5) 1, (0.9, 0.1) 1, (0.5, 0.5) 1/2 twice, (0.5, 0.1) 1 twice -> 5 / 6
+    assert auroc(scores, positive) == pytest.approx(5 / 6)
+    assert auroc([3, 2, 1], [True, False, False]) == 1.0
+    assert auroc([1, 2, 3], [True, False, False]) == 0.0
+    assert math.isnan(auroc([1, 2], [True, True]))
+
+
+# ----- the adapters -------------------------------------------------------------------------------
+def test_variational_off_gives_z_equal_to_mu():
+    torch.manual_seed(0)
+    x = torch.randn(6, 16)
+    deterministic = VariationalAdapter(16, 16, 4, variational=False).train()
+    mu, logvar = deterministic(x)
+    assert torch.equal(deterministic.sample(mu, logvar), mu)
+    assert torch.equal(logvar, torch.zeros_like(mu))
+    variational = VariationalAdapter(16, 16, 4, variational=True, init_logvar=0.0)
+    mu, logvar = variational.train()(x)
+    assert not torch.equal(variational.sample(mu, logvar), mu)  # sampled while training
+    assert torch.equal(variational.eval().sample(mu, logvar), mu)  # the mean at inference
+
+
+def test_adapter_with_skip_starts_as_identity():
+    x = torch.randn(4, 16)
+    mu, _ = VariationalAdapter(16, 16, 4)(x)
+    assert torch.equal(mu, x)
+
+
+# ----- the trainer in-process -----------------------------------------------------------------------
+def build(shapes_root, out, opts=()):
+    from clipadapt.engine import build_trainer
+    return build_trainer(make_cfg("PVA", PVA_CFG, shapes_root, out, list(FAST) + list(opts)))
+
+
+def fine_tuned_logits(trainer, feats):
+    """The fine-tuned classifier written out from its definition."""
+    model = trainer.model
+    f_v = F.normalize(feats, dim=-1)
+    f_t = trainer.prompt_text_features()
+    mu_v, _ = model.visual(f_v)
+    mu_t, _ = model.textual(f_t)
+    lam = model.lam
+    r_v = F.normalize(F.normalize(mu_v, dim=-1) + lam * f_v, dim=-1)
+    r_t = F.normalize(F.normalize(mu_t, dim=-1) + lam * f_t, dim=-1)
+    return trainer.scale * r_v @ r_t.t()
+
+
+@pytest.fixture(scope="module")
+def trained_base(shapes_root, tmp_path_factory):
+    """A PVA run trained on the base classes (2 epochs), its output dir and its log."""
+    out = tmp_path_factory.mktemp("pva") / "train_base"
+    run_train(["--root", shapes_root, "--seed", "1", "--trainer", "PVA", "--dataset-config-file",
+               "configs/datasets/shapes.yaml", "--config-file", PVA_CFG, "--output-dir", str(out)]
+              + TINY_OPTS + FAST + ["DATASET.SUBSAMPLE_CLASSES", "base"])
+    return out, (out / "log.txt").read_text()
+
+
+def test_separation_off_predicts_with_the_fine_tuned_classifier(shapes_root, tmp_path, trained_base):
+    out, _ = trained_base
+    trainer = build(shapes_root, tmp_path, ["DATASET.SUBSAMPLE_CLASSES", "new", "TRAINER.PVA.SEPARATION", "False"])
+    trainer.load_model(str(out), epoch=2)
+    with torch.no_grad():
+        trainer.prepare_eval()
+        feats = trainer.cached_features("test")
+        assert torch.allclose(trainer.model_inference(feats), fine_tuned_logits(trainer, feats), atol=1e-5)
+
+
+def test_tau_from_percentile_routes_that_share_of_base_training_samples(shapes_root, tmp_path):
+    trainer = build(shapes_root, tmp_path, ["DATASET.SUBSAMPLE_CLASSES", "base", "TRAINER.PVA.TAU_PERCENTILE", "25.0"])
+    trainer.calibrate()
+    feats, _ = trainer.base_training_features()
+    with torch.no_grad():
+        trainer.prepare_eval()
+        trainer.model_inference(feats)
+    routed, n = int(torch.cat(trainer._routing["to_base"]).sum()), len(feats)
+    assert 0.75 * n <= routed <= 0.75 * n + 1  # 75% of them, up to one sample
+    # a fixed TAU (TAU_PERCENTILE < 0) is used as given
+    fixed = build(shapes_root, tmp_path / "fixed", ["TRAINER.PVA.TAU_PERCENTILE", "-1.0", "TRAINER.PVA.TAU", "0.3"])
+    fixed.calibrate()
+    assert fixed.tau == pytest.approx(0.3)
+
+
+def test_checkpoint_restores_adapters_tokens_tau_prototypes_for_new_and_gzsl(shapes_root, tmp_path, trained_base):
+    from clipadapt.engine import load_checkpoint
+    out, log = trained_base
+    assert "Router calibrated on 96 base training samples" in log  # 24 base classes x 4 shots
+    saved = load_checkpoint(str(out / "pva" / "model.pth.tar-2"))["state_dict"]
+    assert not any("token_prefix" in k or "token_suffix" in k or "tokenized" in k for k in saved)
+    assert saved["prototypes"].shape[0] == 24 and saved["tau"].dim() == 0
+    for mode, n_cls in (("new", 24), ("gzsl", 48), ("all", 48)):
+        trainer = build(shapes_root, tmp_path / mode, ["DATASET.SUBSAMPLE_CLASSES", mode])
+        assert len(trainer.classnames) == n_cls
+        trainer.load_model(str(out), epoch=2)
+        state = trainer.model.state_dict()
+        assert state.keys() == saved.keys()
+        for key, value in saved.items():  # adapters, context tokens, tau, prototypes
+            assert torch.equal(state[key].cpu(), value.cpu()), (mode, key)
+        with torch.no_grad():
+            trainer.prepare_eval()
+            assert trainer.model_inference(trainer.cached_features("test")).shape[1] == n_cls
+
+
+def test_eval_logs_separation_diagnostics(shapes_root, tmp_path, trained_base, capsys):
+    out, log = trained_base
+    assert "=> separation" in log and "* routed_base:" in log and "* auroc:" not in log  # base test only
+    for mode in ("new", "gzsl"):
+        trainer = build(shapes_root, tmp_path / mode, ["DATASET.SUBSAMPLE_CLASSES", mode])
+        trainer.load_model(str(out), epoch=2)
+        capsys.readouterr()
+        trainer.test()
+        tail = capsys.readouterr().out.split("=> result")[-1]
+        assert "* routed_base:" in tail
+        if mode == "new":  # novel samples only: no routing accuracy or AUROC to report
+            assert "* total: 96" in tail and "* auroc:" not in tail
+        else:
+            for line in ("* acc_seen:", "* acc_unseen:", "* routing_acc:", "* auroc:"):
+                assert line in tail
+            assert tail.index("* hm:") < tail.index("* routed_base:")
