@@ -5,13 +5,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 TRAINER=$1; CFG=$2; DATASET=$3; SEED=$4; shift 4
 SHOTS=${SHOTS:-16}
 DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-if finished "$DIR"; then
-    echo "The results exist at ${DIR} (so skip this job)"; exit 0
-fi
-EXTRA=()
-trains "$TRAINER" || EXTRA=(--eval-only)
-python train.py --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" "${EXTRA[@]}" \
-    DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
+launch "$TRAINER" "$CFG" "$DATASET" "$SEED" "$DIR" DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"

@@ -22,3 +22,31 @@ last_epoch() {
 trains() {
     [ "$1" != "ZeroshotCLIP" ]
 }
+
+# launch TRAINER CFG DATASET SEED DIR [train.py args and KEY VALUE options...]
+# Runs train.py into DIR unless DIR already holds a finished run; a trainer with nothing to train
+# runs eval-only. Every protocol script calls this, so they differ only in DIR and options.
+launch() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4 dir=$5; shift 5
+    if finished "$dir"; then
+        echo "The results exist at ${dir} (so skip this job)"; return 0
+    fi
+    local mode=()
+    trains "$trainer" || mode=(--eval-only)
+    python train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
+        --dataset-config-file "configs/datasets/${dataset}.yaml" \
+        --config-file "configs/trainers/${trainer}/${cfg}.yaml" \
+        --output-dir "$dir" "${mode[@]}" "$@"
+}
+
+# launch_eval TRAINER CFG DATASET SEED DIR MODEL_DIR [KEY VALUE ...]: evaluate the last-epoch
+# checkpoint of the run in MODEL_DIR (LOADEP overrides the epoch) on DATASET.
+launch_eval() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4 dir=$5 model_dir=$6; shift 6
+    local load=()
+    if trains "$trainer"; then
+        local epoch=${LOADEP:-$(last_epoch "$trainer" "configs/trainers/${trainer}/${cfg}.yaml" "$@")}
+        load=(--model-dir "$model_dir" --load-epoch "$epoch" --eval-only)
+    fi
+    launch "$trainer" "$cfg" "$dataset" "$seed" "$dir" "${load[@]}" "$@"
+}

@@ -5,13 +5,5 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 TRAINER=$1; CFG=$2; DATASET=$3; SEED=$4; shift 4
 SHOTS=${SHOTS:-16}
-DIR=${OUTPUT}/gzsl/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-if finished "$DIR"; then
-    echo "The results exist at ${DIR} (so skip this job)"; exit 0
-fi
-EXTRA=()
-trains "$TRAINER" || EXTRA=(--eval-only)
-python train.py --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" "${EXTRA[@]}" DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES gzsl "$@"
+launch "$TRAINER" "$CFG" "$DATASET" "$SEED" "${OUTPUT}/gzsl/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}" \
+    DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES gzsl "$@"
