@@ -70,6 +70,12 @@ fi
     usage "configs/trainers/$TRAINER/$CFG.yaml not found (have: $(cd "configs/trainers/$TRAINER" && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' '))"
 
 DATASETS=${DATASETS:-$DEFAULT_DATASETS}
+CHECK=$DATASETS
+[[ "$PROTOCOL" == xd || "$PROTOCOL" == dg ]] && CHECK="${SOURCE:-imagenet} $DATASETS"
+for DATASET in $CHECK; do
+    [ -f "configs/datasets/$DATASET.yaml" ] || \
+        usage "no configs/datasets/$DATASET.yaml (have: $(cd configs/datasets && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' '))"
+done
 SEEDS=${SEEDS:-1 2 3}
 SHOTS_LIST=${SHOTS_LIST:-1 2 4 8 16}
 COMMON="scripts/common"
