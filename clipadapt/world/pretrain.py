@@ -42,6 +42,8 @@ WEIGHT_DECAY = 0.1
 WARMUP_FRACTION = 0.05
 CROP_SCALE = (0.5, 1.0)  # mild: the object stays in view
 CROP_RATIO = (3 / 4, 4 / 3)
+UNIQUE_CLASSES = False
+AUTOCAST = False
 
 _registered = False
 
@@ -207,7 +209,14 @@ def pretrain(seed: int = 0, steps: int | None = None, progress: bool = True, bat
         losses = []
         bar = tqdm(range(steps), desc="Pretraining shapes-clip-tiny", unit="step", disable=not progress)
         for step in bar:
-            idx = torch.randint(pool_size, (batch_size,), generator=gen)
+            if UNIQUE_CLASSES:
+                # every class once per batch (pool image i is of class i % n_cls): no two
+                # captions of a batch name the same class, so no false negatives
+                n_cls = shapes.NUM_CLASSES
+                labels = torch.randperm(n_cls, generator=gen)[:batch_size]
+                idx = labels + n_cls * torch.randint(pool_size // n_cls, (len(labels),), generator=gen)
+            else:
+                idx = torch.randint(pool_size, (batch_size,), generator=gen)
             images = _normalize(augment(pool_t[idx].float() / 255.0, gen))  # (batch, 3, H, W)
             texts = [shapes.caption(pool_attrs[i], rng) for i in idx.tolist()]
             missing = [t for t in set(texts) if t not in token_cache]
@@ -218,10 +227,13 @@ def pretrain(seed: int = 0, steps: int | None = None, progress: bool = True, bat
 
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            img_f = F.normalize(model.encode_image(images), dim=-1)
-            txt_f = F.normalize(encode_text_cut(model, tokens), dim=-1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST):
+                img_f = model.encode_image(images)
+                txt_f = encode_text_cut(model, tokens)
+            img_f = F.normalize(img_f.float(), dim=-1)
+            txt_f = F.normalize(txt_f.float(), dim=-1)
             logits = model.logit_scale.exp() * img_f @ txt_f.T  # (batch, batch)
-            target = torch.arange(batch_size)
+            target = torch.arange(len(idx))
             loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
             opt.zero_grad(set_to_none=True)
             loss.backward()
