@@ -7,7 +7,9 @@
     "/path/to/model.pt"          a checkpoint written by this project ({"arch", "state_dict"})
 MODEL.BACKBONE.PRETRAINED False gives random weights of the real architecture (for tests).
 """
+import contextlib
 import hashlib
+import logging
 import os
 import os.path as osp
 from dataclasses import dataclass
@@ -90,6 +92,17 @@ def _file_identity(path):
     return f"{osp.basename(path)}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
+@contextlib.contextmanager
+def _quiet():
+    """open_clip warns "No pretrained weights loaded" when we build a model to load our own weights."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _create(spec):
     if spec.weights is None:
         return open_clip.create_model(spec.arch, pretrained=None), spec.arch
@@ -97,7 +110,8 @@ def _create(spec):
         state = torch.load(spec.weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "arch" in state and "state_dict" in state:
             arch = spec.arch or state["arch"]
-            model = open_clip.create_model(arch, pretrained=None)
+            with _quiet():
+                model = open_clip.create_model(arch, pretrained=None)
             model.load_state_dict(state["state_dict"])
             return model, arch
         if spec.arch is None:
