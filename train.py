@@ -120,6 +120,23 @@ def check_resume_dir(cfg):
             f'(model.pth.tar-N) into "{pointer}"; or train into a new --output-dir.'))
 
 
+def unfinished_log(output_dir):
+    """True when output_dir/log.txt is from a run that never printed its final result (killed before
+    its first checkpoint, say). The new run continues that log.txt rather than starting a
+    timestamped one, which parse_test_res.py would not read (same rule as `finished` in
+    scripts/common/env.sh)."""
+    path = osp.join(output_dir, "log.txt")
+    if not osp.isfile(path):
+        return False
+    final = False
+    with open(path, errors="replace") as f:
+        for line in f:
+            final = final or line.startswith(("Finish training", "Evaluate on the *test* set"))
+            if final and line.startswith("* accuracy:"):
+                return False
+    return True
+
+
 def fail(message):
     """Exit non-zero with a one-line error on stderr, also recorded in log.txt once the log is open."""
     log = getattr(sys.stdout, "file", None)
@@ -153,9 +170,12 @@ def main(args):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     resuming = not args.eval_only and not args.no_train and bool(resume_pointers(cfg.RESUME or cfg.OUTPUT_DIR))
-    setup_logger(cfg.OUTPUT_DIR, append=resuming)
+    restarting = not resuming and unfinished_log(cfg.OUTPUT_DIR)
+    setup_logger(cfg.OUTPUT_DIR, append=resuming or restarting)
     if resuming:
         print(f"\n=== Resuming the training run in {cfg.OUTPUT_DIR} ({time.strftime('%Y-%m-%d %H:%M:%S')}) ===")
+    elif restarting:
+        print(f"\n=== Restarting the unfinished run in {cfg.OUTPUT_DIR} ({time.strftime('%Y-%m-%d %H:%M:%S')}) ===")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)
