@@ -27,12 +27,17 @@ def table_row(stdout, first_cell):
 
 def test_base2new_runs_every_seed_prints_the_table_and_skips_finished_runs(shapes_root, tmp_path):
     out = tmp_path / "output"
+    run = "shapes/shots_16/ZeroshotCLIP/vit_b16/seed1/log.txt"
+    killed = out / "base2new" / "test_new" / run  # a run killed before its result: it must run again
+    killed.parent.mkdir(parents=True)
+    killed.write_text("Loading trainer: ZeroshotCLIP\nLoading dataset: Shapes\n")
     first = run_protocol(["base2new", "ZeroshotCLIP", *TINY_OPTS], shapes_root, out)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # the config is the default of scripts/zsclip/base2new_train.sh
     assert "config vit_b16" in first.stdout
-    run = "shapes/shots_16/ZeroshotCLIP/vit_b16/seed1/log.txt"
-    assert (out / "base2new" / "train_base" / run).is_file() and (out / "base2new" / "test_new" / run).is_file()
+    assert (out / "base2new" / "train_base" / run).is_file()
+    assert "=== Restarting the unfinished run" in killed.read_text()  # continued, so the table reads it
+    assert not list(killed.parent.glob("log.txt-*"))
     assert "ZeroshotCLIP Base" in first.stdout and "ZeroshotCLIP HM" in first.stdout
     row = table_row(first.stdout, "shapes")
     base, new, hm = (float(x) for x in row[1:4])
