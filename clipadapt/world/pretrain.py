@@ -29,7 +29,7 @@ from . import shapes
 
 from . import ARCH, MODEL_CONFIG_DIR
 # Bump when the training recipe changes; it is part of the checkpoint's file name.
-PRETRAIN_VERSION = "p1"
+PRETRAIN_VERSION = "p2"
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -169,6 +169,8 @@ def _cpu_threads() -> int:
 def _param_groups(model):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if name == "token_embedding.weight":
+            continue  # its own sparse optimizer, see `pretrain`
         if p.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name:
             no_decay.append(p)
         else:
@@ -199,7 +201,11 @@ def pretrain(seed: int = 0, steps: int | None = None, progress: bool = True):
         pool, pool_attrs = render_pool(seed, per_class * n_cls, progress)
         pool_t = torch.from_numpy(pool).permute(0, 3, 1, 2)  # (n, 3, H, W) uint8
 
-        opt = torch.optim.AdamW(_param_groups(model), lr=LR, betas=(0.9, 0.98), eps=1e-6)
+        opt = torch.optim.AdamW(_param_groups(model), lr=LR, betas=(0.9, 0.98), eps=1e-6, foreach=True)
+        # Captions use a few dozen of the 49408 token rows: sparse gradients and a lazy Adam on
+        # those rows only, instead of a dense update of 3M parameters at every step.
+        model.token_embedding.sparse = True
+        opt_emb = torch.optim.SparseAdam([model.token_embedding.weight], lr=LR, betas=(0.9, 0.98), eps=1e-6)
         warmup = max(1, int(WARMUP_FRACTION * steps))
 
         def lr_at(step):
@@ -224,15 +230,17 @@ def pretrain(seed: int = 0, steps: int | None = None, progress: bool = True):
                 token_cache.update(zip(missing, tokenizer(missing)))
             tokens = torch.stack([token_cache[t] for t in texts])  # (n_cls, context_length)
 
-            for g in opt.param_groups:
+            for g in opt.param_groups + opt_emb.param_groups:
                 g["lr"] = lr_at(step)
             img_f = F.normalize(model.encode_image(images), dim=-1)
             txt_f = F.normalize(encode_text_cut(model, tokens), dim=-1)
             logits = model.logit_scale.exp() * img_f @ txt_f.T  # (n_cls, n_cls)
             loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
             opt.zero_grad(set_to_none=True)
+            opt_emb.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            opt_emb.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, max_log_scale)
             losses.append(loss.item())
@@ -241,6 +249,7 @@ def pretrain(seed: int = 0, steps: int | None = None, progress: bool = True):
         bar.close()
     finally:
         torch.set_num_threads(threads)
+    model.token_embedding.sparse = False
     model.eval()
     meta = {
         "arch": ARCH, "seed": int(seed), "steps": steps, "batch_size": n_cls, "pool_size": per_class * n_cls,
