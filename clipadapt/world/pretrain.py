@@ -1,11 +1,13 @@
 """Pretrain the tiny CLIP of the built-in world on captioned renderings of the Shapes world.
 
 The model (`shapes-clip-tiny`, an `open_clip.model.CLIP` from `model_configs/`) is trained with
-CLIP's symmetric contrastive loss and a learnable logit scale on images rendered fresh from a seed
-stream of their own (never the dataset's), with captions of every (colour, shape) combination,
-including those that serve as new classes downstream, as web-scale pretraining covers a
-benchmark's novel classes. Training is short on purpose: zero-shot accuracy with
-"a photo of a {}." is far above chance but leaves room for prompt learning and adapters.
+CLIP's symmetric contrastive loss and a learnable logit scale on images rendered for the occasion
+from a seed stream of their own (never the dataset's), randomly cropped and flipped at every
+step, with varied captions of every (colour, shape) combination, including those that serve as
+new classes downstream, as web-scale pretraining covers a benchmark's novel classes. Training is
+short on purpose (2500 steps of 48 pairs, a few minutes on 2 CPU cores): zero-shot accuracy with
+"a photo of a {}." is far above chance (about 73% base / 75% new / 55% over all 48 classes on
+the test split) but leaves room for prompt learning and adapters.
 
 ``python -m clipadapt.world.pretrain --root DATA`` generates the data if missing, pretrains if
 missing (cached under ``$CLIPADAPT_CACHE``, else ``$XDG_CACHE_HOME/clipadapt`` or
@@ -25,9 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import shapes
+from . import ARCH, MODEL_CONFIG_DIR, shapes
 
-from . import ARCH, MODEL_CONFIG_DIR
 # Bump when the training recipe changes; it is part of the checkpoint's file name.
 PRETRAIN_VERSION = "p2"
 
