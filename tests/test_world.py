@@ -138,6 +138,28 @@ def test_interrupted_generation_is_redone(tmp_path):
     assert sorted(os.listdir(root)) == [shapes.DATASET_DIRNAME]
 
 
+def test_dataset_colours_carry_the_hue_cast_that_pretraining_never_sees(tmp_path, monkeypatch):
+    import colorsys
+    import numpy as np
+
+    def hue(attrs):
+        return 360.0 * colorsys.rgb_to_hsv(*attrs["rgb"])[0]
+
+    for label in range(shapes.NUM_CLASSES):  # same random stream: only the hue differs, by the cast
+        plain = shapes.sample_image(np.random.default_rng(label), label)[1]
+        cast = shapes.sample_image(np.random.default_rng(label), label, hue_cast=shapes.DATASET_HUE_CAST)[1]
+        assert (hue(cast) - hue(plain)) % 360.0 == pytest.approx(shapes.DATASET_HUE_CAST, abs=1e-6)
+        assert {k: np.asarray(v).tolist() for k, v in cast.items() if k != "rgb"} == \
+            {k: np.asarray(v).tolist() for k, v in plain.items() if k != "rgb"}
+
+    # the generated dataset uses the cast, and records it: another cast means another dataset
+    dataset_dir = world.generate(str(tmp_path), **TINY)
+    with open(os.path.join(dataset_dir, shapes.MARKER_FILENAME)) as f:
+        assert json.load(f)["hue_cast"] == shapes.DATASET_HUE_CAST
+    monkeypatch.setattr(shapes, "DATASET_HUE_CAST", 0.0)
+    assert not shapes.is_generated(dataset_dir, 0, TINY["n_train"], TINY["n_val"], TINY["n_test"])
+
+
 def test_caption_names_the_class_words():
     import numpy as np
 
