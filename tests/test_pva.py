@@ -134,6 +134,25 @@ def test_tau_from_percentile_routes_that_share_of_base_training_samples(shapes_r
     assert fixed.tau == pytest.approx(0.3)
 
 
+def test_text_prototypes_and_kl_measure_route_by_the_same_rule(shapes_root, tmp_path):
+    trainer = build(shapes_root, tmp_path, ["DATASET.SUBSAMPLE_CLASSES", "gzsl", "TRAINER.PVA.PROTOTYPE", "text",
+                                             "TRAINER.PVA.MEASURE", "kl", "TRAINER.PVA.TAU_PERCENTILE", "50.0"])
+    trainer.calibrate()
+    model = trainer.model
+    assert model.prototypes.shape[0] == len(trainer.base_classnames)  # one latent text mean per base class
+    feats, _ = trainer.base_training_features()
+    with torch.no_grad():
+        mu, logvar = model.visual(F.normalize(feats, dim=-1))
+        expected = -pairwise_kl(mu, logvar, model.prototypes, model.prototype_logvar).min(1).values  # closest
+        assert torch.allclose(model.score(mu, logvar, "kl"), expected)
+        trainer.prepare_eval()
+        logits = trainer.model_inference(feats)
+    routed = torch.cat(trainer._routing["to_base"])
+    assert 0.5 * len(feats) <= int(routed.sum()) <= 0.5 * len(feats) + 1
+    n_base = len(trainer.base_classnames)  # GZSL, split label space: each branch stays on its side
+    assert (logits[routed].argmax(1) < n_base).all() and (logits[~routed].argmax(1) >= n_base).all()
+
+
 def test_checkpoint_restores_adapters_tokens_tau_prototypes_for_new_and_gzsl(shapes_root, tmp_path, trained_base):
     from clipadapt.engine import load_checkpoint
     out, log = trained_base
