@@ -1,6 +1,8 @@
 """PVA: the loss terms against hand computations, the ablation switches, the router's calibration,
 and checkpoints that restore adapters, tokens, tau and prototypes for base->new and GZSL evaluation."""
 import math
+import os
+import re
 
 import pytest
 import torch
@@ -189,3 +191,27 @@ def test_eval_logs_separation_diagnostics(shapes_root, tmp_path, trained_base, c
             for line in ("* acc_seen:", "* acc_unseen:", "* routing_acc:", "* auroc:"):
                 assert line in tail
             assert tail.index("* hm:") < tail.index("* routed_base:")
+
+
+def test_ablation_script_runs_each_switch_into_its_own_tree(shapes_root, tmp_path):
+    import subprocess
+
+    from conftest import REPO
+    out = tmp_path / "output"
+    env = dict(os.environ, DATA=str(shapes_root), OUTPUT=str(out), CFG="shapes")
+    proc = subprocess.run(["bash", "scripts/pva/ablation.sh", "shapes", "1", *TINY_OPTS, "OPTIM.MAX_EPOCH", "1"],
+                          cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    switch = {"full": None, "no_variational": "VARIATIONAL", "no_separation": "SEPARATION",
+              "no_residual": "RESIDUAL"}
+    for variant, key in switch.items():
+        run = "shapes/shots_16/PVA/shapes/seed1/log.txt"
+        logs = [out / "pva_ablation" / variant / "base2new" / part / run for part in ("train_base", "test_new")]
+        logs.append(out / "pva_ablation" / variant / "gzsl" / run)
+        for log in logs:
+            text = log.read_text()
+            assert "* accuracy:" in text
+            flags = {k: re.search(rf"^\s+{k}: (\w+)", text, re.M).group(1)
+                     for k in ("VARIATIONAL", "SEPARATION", "RESIDUAL")}
+            assert flags == {k: ("False" if k == key else "True") for k in flags}, (variant, log)
+        assert "* auroc:" in logs[2].read_text() or key == "SEPARATION"
