@@ -14,8 +14,8 @@ TRAINERS=${TRAINERS:-ZeroshotCLIP CoOp CLIPAdapter SHIP PVA}
 
 python -m clipadapt.world.pretrain --root "$DATA"
 
-# What to show of each run (the full log is in its output folder).
-SHOW='^epoch \[[0-9]+/[0-9]+\] batch \[[0-9]+/[0-9]+\].*eta 0:00:0|^SUBSAMPLE|^\* accuracy|^\* hm|skip this job'
+# What to show of each run: its last epoch and its results (the full log is in its output folder).
+SHOW='^(generator )?epoch \[([0-9]+)/\2\] |^SUBSAMPLE|^\* accuracy|^\* hm|skip this job'
 START=$(date +%s)
 for TRAINER in $TRAINERS; do
     [ -f "configs/trainers/${TRAINER}/shapes.yaml" ] || { echo "(no Shapes config for ${TRAINER}; skipped)"; continue; }
