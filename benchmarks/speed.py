@@ -18,6 +18,7 @@ Prints a markdown table of ratios and writes JSON.
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import re
@@ -49,6 +50,17 @@ def timed(fn, device, warmup, iters):
         fn()
     sync(device)
     return (time.perf_counter() - start) / iters
+
+
+def json_safe(obj):
+    """`obj` with NaN (a measure that does not apply, e.g. peak memory on a CPU) as null: strict JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def peak_memory(fn, device):
@@ -230,11 +242,11 @@ def main(argv=None):
     for name in args.sections:
         print(f"== {name}", flush=True)
         report[name] = benches[name](args, device)
-        print(json.dumps(report[name], indent=1), flush=True)
+        print(json.dumps(json_safe(report[name]), indent=1), flush=True)
     print(f"\nDevice: {report['device']}, torch {report['torch']}, {report['date']}\n")
     print(markdown(report))
     with open(args.json, "w") as f:
-        json.dump(report, f, indent=1)
+        json.dump(json_safe(report), f, indent=1, allow_nan=False)
 
 
 if __name__ == "__main__":
