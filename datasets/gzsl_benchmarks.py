@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from clipadapt.data import CACHE_ENV, SUBSAMPLE_MODES, CoOpDataset, DatasetError, resolve_root, sample_fewshot
+from clipadapt.data import CACHE_ENV, CoOpDataset, DatasetError, sample_fewshot
 from clipadapt.data.splits import can_create_dir, entries_to_datums
 from clipadapt.engine import DATASET_REGISTRY, Datum
 
@@ -106,19 +106,7 @@ class XianGZSLDataset(CoOpDataset):
     image_marker = ""
 
     def __init__(self, cfg):
-        cls = type(self)
-        self.name = cls.__name__
-        self._subsample = str(cfg.DATASET.SUBSAMPLE_CLASSES)
-        if self._subsample not in SUBSAMPLE_MODES:
-            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_MODES)}, "
-                             f"got {self._subsample!r}")
-        self.root = resolve_root(cfg, self.name, self.expected_layout(), self._hint(cfg.DATASET.ROOT or "ROOT"))
-        self.dataset_dir = os.path.join(self.root, cls.dataset_dir)
-        self.image_dir = os.path.join(self.dataset_dir, cls.image_dir)
-        self.split_path = ""
-        self.check_dir(self.dataset_dir, "Dataset folder")
-        self.check_dir(self.image_dir, "Image folder")
-
+        self._locate_folders(cfg)  # split_file is empty: the split comes from the .mat files
         trainval, test_seen, test_unseen = self.read_proposed_split()
         num_shots = int(cfg.DATASET.NUM_SHOTS)
         if num_shots >= 1:

@@ -53,3 +53,18 @@ def make_cfg(trainer, config_file, root, output_dir, opts=()):
                        list(TINY_OPTS) + list(opts), {"DATASET.ROOT": root, "OUTPUT_DIR": str(output_dir), "SEED": 1})
     cfg.freeze()
     return cfg
+
+
+def build_dataset(root, name, shots=-1, subsample="all", seed=1):
+    """The registered dataset `name` under `root`, built from the few config keys datasets read."""
+    from yacs.config import CfgNode
+
+    from clipadapt.engine import DATASET_REGISTRY
+    cfg = CfgNode()
+    cfg.DATASET = CfgNode()
+    cfg.DATASET.ROOT = str(root)
+    cfg.DATASET.NAME = name
+    cfg.DATASET.NUM_SHOTS = shots
+    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
+    cfg.SEED = seed
+    return DATASET_REGISTRY.get(name)(cfg)

@@ -18,6 +18,7 @@ import datasets  # noqa: E402  (registers every dataset)
 from clipadapt.data import (DatasetError, DatasetNotFoundError, read_and_split_data, read_split,  # noqa: E402
                             sample_fewshot, save_split, subsample_classes)
 from clipadapt.engine import DATASET_REGISTRY  # noqa: E402
+from conftest import build_dataset  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 SPLITS = SHARED / "splits"
@@ -31,19 +32,7 @@ EUROSAT_NAMES = ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Hi
                  "River", "Sea or Lake"]
 
 
-def make_cfg(root, name, shots=-1, subsample="all", seed=1):
-    cfg = CfgNode()
-    cfg.DATASET = CfgNode()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = name
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    cfg.SEED = seed
-    return cfg
-
-
-def build(root, name, **kw):
-    return DATASET_REGISTRY.get(name)(make_cfg(root, name, **kw))
+build = build_dataset
 
 
 def touch_split(split, image_dir):

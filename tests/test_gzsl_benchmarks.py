@@ -1,4 +1,5 @@
 """CUB / AWA2 / SUN / FLO readers on small fake proposed-split .mat files in the real structure."""
+import functools
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ scipy_io = pytest.importorskip("scipy.io")
 import datasets  # noqa: E402,F401  (registers every dataset)
 from clipadapt.data import DatasetError, DatasetNotFoundError  # noqa: E402
 from clipadapt.engine import DATASET_REGISTRY  # noqa: E402
+from conftest import build_dataset  # noqa: E402
 from datasets.gzsl_benchmarks import clean_classname, strip_author_prefix  # noqa: E402
 
 REAL_CAT_TO_NAME = REPO.parent / "shared" / "data" / "splits" / "cat_to_name.json"
@@ -101,19 +103,7 @@ def make_benchmark(root, code, mat_dir=None, names=True, image=None, files_of=No
     return {"name": name, "image_root": image_root, "rows": rows, "folder": folder}
 
 
-def make_cfg(root, name, shots=-1, subsample="gzsl", seed=1):
-    cfg = CfgNode()
-    cfg.DATASET = CfgNode()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = name
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    cfg.SEED = seed
-    return cfg
-
-
-def build(root, name, **kw):
-    return DATASET_REGISTRY.get(name)(make_cfg(root, name, **kw))
+build = functools.partial(build_dataset, subsample="gzsl")  # the GZSL protocol unless a test says otherwise
 
 
 @pytest.fixture(autouse=True)

@@ -63,19 +63,7 @@ class CoOpDataset(DatasetBase):
     setup_hint = ""
 
     def __init__(self, cfg):
-        cls = type(self)
-        self.name = cls.__name__
-        self._subsample = str(cfg.DATASET.SUBSAMPLE_CLASSES)
-        if self._subsample not in SUBSAMPLE_MODES:
-            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_MODES)}, "
-                             f"got {self._subsample!r}")
-        self.root = resolve_root(cfg, self.name, self.expected_layout(), self._hint(cfg.DATASET.ROOT or "ROOT"))
-        self.dataset_dir = os.path.join(self.root, cls.dataset_dir)
-        self.image_dir = os.path.join(self.dataset_dir, cls.image_dir) if cls.image_dir else self.dataset_dir
-        self.split_path = os.path.join(self.dataset_dir, cls.split_file) if cls.split_file else ""
-        self.check_dir(self.dataset_dir, "Dataset folder")
-        self.check_dir(self.image_dir, "Image folder")
-
+        self._locate_folders(cfg)
         train, val, test = self.load_split()
         self._all_classnames = self._classnames_by_label(train, val, test)
         base, new = base_new_labels(range(len(self._all_classnames)))
@@ -95,6 +83,21 @@ class CoOpDataset(DatasetBase):
         if self.val_is_test:
             val = test
         super().__init__(train_x=train, val=val, test=test)
+
+    def _locate_folders(self, cfg):
+        """Name, subsample mode, and the dataset, image and split paths, each checked with a clear error."""
+        cls = type(self)
+        self.name = cls.__name__
+        self._subsample = str(cfg.DATASET.SUBSAMPLE_CLASSES)
+        if self._subsample not in SUBSAMPLE_MODES:
+            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_MODES)}, "
+                             f"got {self._subsample!r}")
+        self.root = resolve_root(cfg, self.name, self.expected_layout(), self._hint(cfg.DATASET.ROOT or "ROOT"))
+        self.dataset_dir = os.path.join(self.root, cls.dataset_dir)
+        self.image_dir = os.path.join(self.dataset_dir, cls.image_dir) if cls.image_dir else self.dataset_dir
+        self.split_path = os.path.join(self.dataset_dir, cls.split_file) if cls.split_file else ""
+        self.check_dir(self.dataset_dir, "Dataset folder")
+        self.check_dir(self.image_dir, "Image folder")
 
     # -- the label space ----------------------------------------------------------------------
 
