@@ -16,9 +16,9 @@ import torch
 import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
 from clipadapt.config import ConfigError, build_config, check_names
-from clipadapt.engine import ENGINE, build_trainer, collect_env_info, load_checkpoint, set_random_seed, setup_logger
+from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.engine.builtin.data_manager import UnreadableImageError
-from clipadapt.engine.builtin.trainer import CheckpointError, checkpoint_mismatch, resume_pointers
+from clipadapt.engine.builtin.trainer import CheckpointError, load_training_checkpoint, resume_pointers
 
 
 def parse_args(argv=None):
@@ -70,15 +70,9 @@ def setup_cfg(args):
 def check_checkpoint_file(fpath, cfg, hint=""):
     """Load a checkpoint safely (weights_only) and check it was saved by this trainer and backbone."""
     try:
-        checkpoint = load_checkpoint(fpath)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise ConfigError(f"{exc}{hint}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(f'"{fpath}" is not a training checkpoint (it has no state_dict).{hint}')
-    problem = checkpoint_mismatch(checkpoint.get("meta"), {"trainer": cfg.TRAINER.NAME,
-                                                           "backbone": cfg.MODEL.BACKBONE.NAME}, fpath)
-    if problem:
-        raise ConfigError(problem)
+        load_training_checkpoint(fpath, {"trainer": cfg.TRAINER.NAME, "backbone": cfg.MODEL.BACKBONE.NAME}, hint)
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_model_dir(args, cfg):

@@ -35,6 +35,21 @@ def checkpoint_mismatch(meta, expected, fpath):
     return None
 
 
+def load_training_checkpoint(fpath, expected, hint=""):
+    """A checkpoint loaded safely (weights_only) that can serve a run described by `expected` (trainer,
+    backbone, ...); CheckpointError naming the file and the problem otherwise, `hint` appended."""
+    try:
+        checkpoint = load_checkpoint(fpath)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise CheckpointError(f"{exc}{hint}") from exc
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f'"{fpath}" is not a training checkpoint (it has no state_dict).{hint}')
+    problem = checkpoint_mismatch(checkpoint.get("meta"), expected, fpath)
+    if problem:
+        raise CheckpointError(problem)
+    return checkpoint
+
+
 def resume_pointers(directory):
     """{model name: checkpoint file} named by the `<directory>/<model>/checkpoint` pointer files."""
     pointers = {}
@@ -155,19 +170,7 @@ class CheckpointMixin:
 
     def _load_usable(self, fpath, hint=""):
         """Load a checkpoint safely and check that it belongs to this trainer and backbone."""
-        try:
-            checkpoint = load_checkpoint(fpath)
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise CheckpointError(f"{exc}{hint}") from exc
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise CheckpointError(f'"{fpath}" is not a training checkpoint (it has no state_dict).{hint}')
-        self.check_checkpoint_meta(checkpoint, fpath)
-        return checkpoint
-
-    def check_checkpoint_meta(self, checkpoint, fpath):
-        problem = checkpoint_mismatch(checkpoint.get("meta"), self.checkpoint_meta(), fpath)
-        if problem:
-            raise CheckpointError(problem)
+        return load_training_checkpoint(fpath, self.checkpoint_meta(), hint)
 
     def load_state_into(self, name, state_dict, fpath):
         """Load a checkpoint's tensors into a registered model (strict; subclasses may relax)."""
