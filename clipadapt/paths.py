@@ -6,6 +6,6 @@ import os.path as osp
 def cache_root():
     """$CLIPADAPT_CACHE, else $XDG_CACHE_HOME/clipadapt, else ~/.cache/clipadapt."""
     if os.environ.get("CLIPADAPT_CACHE"):
-        return os.environ["CLIPADAPT_CACHE"]
+        return osp.expanduser(os.environ["CLIPADAPT_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or osp.join(osp.expanduser("~"), ".cache")
     return osp.join(base, "clipadapt")

@@ -19,9 +19,7 @@ missing (cached under ``$CLIPADAPT_CACHE``, else ``$XDG_CACHE_HOME/clipadapt`` o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import math
 import os
 import time
@@ -30,7 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import ARCH, MODEL_CONFIG_DIR, shapes
+from ..clip.loader import quiet_open_clip, register_model_configs
+from ..clip.text import TextEncoder, eot_positions
+from ..paths import cache_root
+from . import ARCH, shapes
 
 # Bump when the training recipe changes; it is part of the checkpoint's file name.
 PRETRAIN_VERSION = "p2"
@@ -46,42 +47,15 @@ WARMUP_FRACTION = 0.05
 CROP_SCALE = (0.7, 1.0)  # mild: the object stays in view (0.5 halves the shape accuracy reached)
 CROP_RATIO = (3 / 4, 4 / 3)
 
-_registered = False
-
-
-def register_model_configs() -> None:
-    """Make `shapes-clip-tiny` known to open_clip (once per process)."""
-    global _registered
-    import open_clip
-
-    if not _registered or ARCH not in open_clip.list_models():
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
-        _registered = True
-
-
 def default_cache_dir() -> str:
-    if os.environ.get("CLIPADAPT_CACHE"):
-        return os.path.expanduser(os.environ["CLIPADAPT_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(xdg, "clipadapt")
+    """Where the pretrained checkpoint is cached: the project's cache root (clipadapt.paths)."""
+    return cache_root()
 
 
 def checkpoint_path(cache_dir: str | None = None, seed: int = 0, steps: int | None = None) -> str:
     steps = DEFAULT_STEPS if steps is None else int(steps)
     name = f"{ARCH}_{shapes.WORLD_VERSION}_{PRETRAIN_VERSION}_seed{seed}_steps{steps}.pt"
     return os.path.join(cache_dir or default_cache_dir(), name)
-
-
-@contextlib.contextmanager
-def _quiet_open_clip():
-    """Hide open_clip's "No pretrained weights loaded" warning: the weights come right after."""
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def create_model(seed: int | None = None):
@@ -91,7 +65,7 @@ def create_model(seed: int | None = None):
     register_model_configs()
     if seed is not None:
         torch.manual_seed(seed)
-    with _quiet_open_clip():
+    with quiet_open_clip():
         return open_clip.create_model(ARCH, pretrained=None)
 
 
@@ -100,21 +74,6 @@ def get_tokenizer():
 
     register_model_configs()
     return open_clip.get_tokenizer(ARCH)
-
-
-def encode_text_cut(model, tokens: torch.Tensor) -> torch.Tensor:
-    """`model.encode_text(tokens)`, running only up to the last EOT position.
-
-    Under the causal mask nothing after a sequence's EOT token reaches the EOT output, so the
-    result equals the full-length one at a fraction of the cost.
-    """
-    n = int(tokens.argmax(dim=-1).max()) + 1
-    tokens = tokens[:, :n]
-    x = model.token_embedding(tokens) + model.positional_embedding[:n]
-    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]  # (batch, width): EOT = largest id
-    return x @ model.text_projection
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +161,7 @@ def pretrain(seed: int = 0, steps: int | None = None, progress: bool = True):
         model = create_model(seed)
         model.train()
         tokenizer = get_tokenizer()
+        text_encoder = TextEncoder(model)  # cut to the longest EOT: same features, less compute
         pool, pool_attrs = render_pool(seed, per_class * n_cls, progress)
         pool_t = torch.from_numpy(pool).permute(0, 3, 1, 2)  # (n, 3, H, W) uint8
 
@@ -237,7 +197,8 @@ def pretrain(seed: int = 0, steps: int | None = None, progress: bool = True):
             for g in opt.param_groups + opt_emb.param_groups:
                 g["lr"] = lr_at(step)
             img_f = F.normalize(model.encode_image(images), dim=-1)
-            txt_f = F.normalize(encode_text_cut(model, tokens), dim=-1)
+            tokens = tokens[:, :int(eot_positions(tokens).max()) + 1]  # embed only what the encoder reads
+            txt_f = F.normalize(text_encoder(text_encoder.embed(tokens), tokens), dim=-1)
             logits = model.logit_scale.exp() * img_f @ txt_f.T  # (n_cls, n_cls)
             loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
             opt.zero_grad(set_to_none=True)
@@ -333,7 +294,7 @@ def zero_shot_accuracy(model, dataset_dir: str, split: str = "test", template: s
 
     model.eval()
     tokenizer = get_tokenizer()
-    text_f = F.normalize(model.encode_text(tokenizer([template.format(c) for c in classnames])), dim=-1)
+    text_f = TextEncoder(model).encode_tokenized(tokenizer([template.format(c) for c in classnames]))
 
     tf = test_transform(model.visual.image_size[0] if hasattr(model.visual, "image_size") else shapes.IMAGE_SIZE)
     img_root = os.path.join(dataset_dir, "images")
