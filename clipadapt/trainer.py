@@ -15,7 +15,7 @@ import os.path as osp
 import torch
 import torch.nn.functional as F
 
-from .clip import TextEncoder, load_clip_from_cfg, precision_dtype, state_dict_digest
+from .clip import TextEncoder, embed_dim, load_clip_from_cfg, precision_dtype, state_dict_digest
 from .engine import CheckpointMixin, TrainerX, build_transform
 from .engine.builtin.evaluator import GZSLClassification
 from .engine.builtin.data_manager import IndexDataset, build_data_loader
@@ -128,6 +128,11 @@ class ClipTrainer(*_BASES):
         if self.backbone.weights is None:  # random weights: name them by their values
             self.backbone.identity += ":" + state_dict_digest(self.clip_model.visual)
         return self.clip_model
+
+    @property
+    def embed_dim(self):
+        """D, the dimension CLIP's image and text features share (read from the model)."""
+        return embed_dim(self.clip_model)
 
     @property
     def logit_scale(self):

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from conftest import TINY_OPTS, make_cfg, run_train
 
-from trainers.clip_adapter import AdaptedClassifier, Adapter, adapter_logits, embed_dim, residual_blend
+from clipadapt.clip import embed_dim
+from trainers.clip_adapter import AdaptedClassifier, Adapter, adapter_logits, residual_blend
 
 CFG = "configs/trainers/CLIPAdapter/vit_b16_base2new.yaml"
 ZS_CFG = "configs/trainers/ZeroshotCLIP/vit_b16.yaml"

@@ -106,7 +106,7 @@ def test_synthetic_features_are_unit_norm_and_new_classes_only(shapes_root, tmp_
     assert max(d.label for d in trainer.dataset.train_x) == m - 1
     torch.manual_seed(0)
     feats, labels = trainer.synthetic_batch(600)
-    assert feats.shape == (600, trainer.feature_dim())
+    assert feats.shape == (600, trainer.encode_texts(["a"]).shape[-1])
     assert torch.allclose(feats.norm(dim=-1), torch.ones(600), atol=1e-5)
     assert labels.min() >= m and labels.max() < m + k
     assert set(labels.tolist()) == set(range(m, m + k))  # uniform over the new classes: all drawn
@@ -173,7 +173,7 @@ def test_test_runs_score_their_columns_of_the_all_class_classifier(trained_base,
     trained model's classifier over base + new."""
     trainer, out = trained_base
     trainer.set_classnames(trainer.stage2_classnames)
-    feats = torch.randn(7, trainer.feature_dim())
+    feats = torch.randn(7, trainer.embed_dim)
     with torch.no_grad():
         full = trainer.logits(feats, trainer.text_features())  # (7, m + k)
     m = len(trainer.base_classnames)
@@ -260,7 +260,7 @@ def test_ship_with_clip_adapter_trains_the_shared_adapter_on_all_classes(shapes_
     train(trainer)
     assert any(not torch.equal(v, trainer.adapter.state_dict()[k]) for k, v in before.items())
     trainer.set_classnames(trainer.stage2_classnames)
-    feats = torch.randn(5, trainer.feature_dim())
+    feats = torch.randn(5, trainer.embed_dim)
     with torch.no_grad():
         new_columns = trainer.logits(feats, trainer.text_features())[:, len(trainer.base_classnames):]
     tester = build("SHIP", cfg, shapes_root, tmp_path / "new", FAST + ["DATASET.SUBSAMPLE_CLASSES", "new"])

@@ -97,15 +97,6 @@ class AdaptedClassifier(nn.Module):
         return f"ratio={self.ratio}, text_ratio={self.text_ratio}"
 
 
-def embed_dim(clip_model):
-    """D of a CLIP's joint embedding space (512 for ViT-B/16, 1024 for RN50), read from the model."""
-    dim = getattr(clip_model.visual, "output_dim", None)
-    if dim is None:
-        proj = clip_model.text_projection
-        dim = proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1]
-    return int(dim)
-
-
 # ----- trainer -----------------------------------------------------------------------------------
 @TRAINER_REGISTRY.register()
 class CLIPAdapter(ClipTrainer):
@@ -139,7 +130,7 @@ class CLIPAdapter(ClipTrainer):
     def build_model(self):
         node = self.method_cfg
         self.load_clip()
-        dim = embed_dim(self.clip_model)
+        dim = self.embed_dim
         self.classifier = AdaptedClassifier(
             dim, ratio=node.RATIO, reduction=node.REDUCTION, final_relu=node.FINAL_RELU,
             visual=node.VISUAL_ADAPTER, text=node.TEXT_ADAPTER, text_ratio=node.TEXT_RATIO,

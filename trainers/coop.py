@@ -47,8 +47,7 @@ class CoOp(ClipTrainer):
         return self.logit_scale * self.normalize(image_features) @ text_features.t()
 
     def before_epoch(self):
-        if self.prompt_learner.classnames != self.train_classnames:
-            self.prompt_learner.set_classnames(self.train_classnames)
+        self.prompt_learner.set_classnames(self.train_classnames)
 
     def forward_backward(self, batch):
         image_features, label = self.parse_batch_train(batch)
@@ -59,8 +58,7 @@ class CoOp(ClipTrainer):
         return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
 
     def prepare_eval(self):
-        if self.prompt_learner.classnames != self.classnames:
-            self.prompt_learner.set_classnames(self.classnames)
+        self.prompt_learner.set_classnames(self.classnames)
         self.eval_text_features = self.text_features()
 
     def model_inference(self, image_features):

@@ -215,8 +215,7 @@ class PVA(ClipTrainer):
         self.load_clip()
         prompt_learner = PromptLearner(self.text_encoder, self.tokenizer, self.train_classnames,
                                        n_ctx=node.N_CTX, ctx_init=node.CTX_INIT)
-        embed_dim = self.encode_texts(["a"]).shape[-1]  # D
-        self.model = PVAModel(prompt_learner, embed_dim, node).to(self.device)
+        self.model = PVAModel(prompt_learner, self.embed_dim, node).to(self.device)
         if self.cfg.MODEL.INIT_WEIGHTS:
             state = load_checkpoint(self.cfg.MODEL.INIT_WEIGHTS)
             self.load_state_into("pva", state.get("state_dict", state), self.cfg.MODEL.INIT_WEIGHTS)
@@ -248,8 +247,7 @@ class PVA(ClipTrainer):
 
     # ----- training ------------------------------------------------------------------------------
     def before_epoch(self):
-        if self.model.prompt_learner.classnames != self.train_classnames:
-            self.model.prompt_learner.set_classnames(self.train_classnames)
+        self.model.prompt_learner.set_classnames(self.train_classnames)
 
     def forward_backward(self, batch):
         node, model = self.method_cfg, self.model
@@ -310,8 +308,7 @@ class PVA(ClipTrainer):
         n_base = len(self.train_classnames)
         mu_v, logvar_v = model.visual(self.normalize(feats))  # (N, L)
         if node.PROTOTYPE == "text":
-            if model.prompt_learner.classnames != self.train_classnames:
-                model.prompt_learner.set_classnames(self.train_classnames)
+            model.prompt_learner.set_classnames(self.train_classnames)
             prototypes, prototype_logvar = model.textual(self.prompt_text_features())  # (n_base, L)
         else:
             onehot = F.one_hot(labels, n_base).float()  # (N, n_base)
@@ -340,8 +337,7 @@ class PVA(ClipTrainer):
 
     def prepare_eval(self):
         node, model = self.method_cfg, self.model
-        if model.prompt_learner.classnames != self.classnames:
-            model.prompt_learner.set_classnames(self.classnames)
+        model.prompt_learner.set_classnames(self.classnames)
         f_t = self.prompt_text_features()  # (n_cls, D)
         mu_t, _ = model.textual(f_t)
         self.tuned_text = model.refine(mu_t, f_t)  # (n_cls, D)

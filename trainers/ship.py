@@ -190,7 +190,7 @@ class SHIP(ClipTrainer):
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model(self.stage2_name, stage2, self.optim, self.sched)
 
-        self.vae = PromptVAE(self.text_encoder, self.tokenizer, self.stage2_classnames, self.feature_dim(),
+        self.vae = PromptVAE(self.text_encoder, self.tokenizer, self.stage2_classnames, self.embed_dim,
                              n_ctx=node.N_CTX_VAE, enc_hidden=node.ENC_HIDDEN, gen_hidden=node.GEN_HIDDEN,
                              latent=node.LATENT, leaky_slope=node.GEN_LEAKY_SLOPE,
                              init_std=node.INIT_STD).to(self.device)
@@ -200,19 +200,14 @@ class SHIP(ClipTrainer):
     def build_adapter(self):
         from trainers.clip_adapter import AdaptedClassifier  # the CLIPAdapter trainer's modules, not a copy
         node = self.method_cfg
-        self.adapter = AdaptedClassifier(self.feature_dim(), ratio=node.ADAPTER_RATIO,
+        self.adapter = AdaptedClassifier(self.embed_dim, ratio=node.ADAPTER_RATIO,
                                          reduction=node.ADAPTER_REDUCTION).to(self.device)
-
-    def feature_dim(self):
-        """D: the dimension CLIP's image and text features share."""
-        return self.encode_texts(["a"]).shape[-1]
 
     # ----- stage 2 model: class weights and logits ---------------------------------------------------
     def set_classnames(self, classnames):
         """Point the stage-2 classifier at `classnames` (all training classes, or the test label space)."""
         if self.method_cfg.STAGE2 == "coop":
-            if self.prompt_learner.classnames != list(classnames):
-                self.prompt_learner.set_classnames(classnames)
+            self.prompt_learner.set_classnames(classnames)
         elif getattr(self, "_fixed_names", None) != list(classnames):
             prompts = prompts_for(classnames, self.cfg.DATASET.NAME)
             self._fixed_text, self._fixed_names = self.encode_texts(prompts).float(), list(classnames)

@@ -1,5 +1,5 @@
 """CLIP backend: loading (open_clip), the cut text encoder, prompt construction and templates."""
-from .loader import (BUILTIN_NAMES, COOP_NAMES, MODEL_CONFIG_DIR, BackboneSpec, load_clip, load_clip_from_cfg,
+from .loader import (BUILTIN_NAMES, COOP_NAMES, MODEL_CONFIG_DIR, BackboneSpec, embed_dim, load_clip, load_clip_from_cfg,
                      precision_dtype, register_model_configs, resolve_backbone, state_dict_digest)
 from .prompts import PromptLearner
 from .templates import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES_SELECT, prompts_for, template_for

@@ -93,7 +93,7 @@ def _file_identity(path):
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_open_clip():
     """open_clip warns "No pretrained weights loaded" when we build a model to load our own weights."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
@@ -110,7 +110,7 @@ def _create(spec):
         state = torch.load(spec.weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "arch" in state and "state_dict" in state:
             arch = spec.arch or state["arch"]
-            with _quiet():
+            with quiet_open_clip():
                 model = open_clip.create_model(arch, pretrained=None)
             model.load_state_dict(state["state_dict"])
             return model, arch
@@ -147,6 +147,15 @@ def load_clip(name, pretrained=True, pretrained_tag="", device="cpu", prec="fp32
         p.requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(arch)
     return model, tokenizer, spec
+
+
+def embed_dim(clip_model):
+    """D of a CLIP's joint embedding space (512 for ViT-B/16, 1024 for RN50), read from the model."""
+    dim = getattr(clip_model.visual, "output_dim", None)
+    if dim is None:
+        proj = clip_model.text_projection
+        dim = proj.out_features if isinstance(proj, torch.nn.Linear) else proj.shape[1]
+    return int(dim)
 
 
 def load_clip_from_cfg(cfg, device="cpu", prec="fp32"):

@@ -45,7 +45,10 @@ class PromptLearner(nn.Module):
         self.set_classnames(classnames)
 
     def set_classnames(self, classnames):
-        """Point the learner at another class list (base -> new, all classes for SHIP/GZSL)."""
+        """Point the learner at another class list (base -> new, all classes for SHIP/GZSL); a no-op
+        for the list it already serves, so callers need not check."""
+        if getattr(self, "classnames", None) == list(classnames):
+            return
         if self.csc and self.ctx.dim() == 3 and len(classnames) != self.ctx.shape[0]:
             raise ValueError(f"Class-specific context (CSC) was learned for {self.ctx.shape[0]} classes and cannot "
                              f"serve {len(classnames)} others; use unified context for base-to-new or GZSL.")
