@@ -31,7 +31,16 @@ class ClipTrainer(*_BASES):
 
     @classmethod
     def add_config(cls, cfg):
-        """Add the trainer's own config node (called by train.py for the requested trainer only)."""
+        """Add the trainer's own node cfg.TRAINER.<CONFIG_NODE>, filled by `config_defaults` (called
+        by build_config for the requested trainer only, so other methods' keys stay unknown)."""
+        if cls.CONFIG_NODE:
+            from yacs.config import CfgNode
+            cfg.TRAINER[cls.CONFIG_NODE] = CfgNode()
+            cls.config_defaults(cfg.TRAINER[cls.CONFIG_NODE])
+
+    @staticmethod
+    def config_defaults(node):
+        """Set the method's keys and their defaults on `node` (each trainer's own)."""
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -102,18 +102,16 @@ class AdaptedClassifier(nn.Module):
 class CLIPAdapter(ClipTrainer):
     CONFIG_NODE = "CLIP_ADAPTER"
 
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-        cfg.TRAINER.CLIP_ADAPTER = CN()
-        cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.2  # alpha: the released code's value (paper: ~0.2 generic, ~0.6 fine-grained)
-        cfg.TRAINER.CLIP_ADAPTER.REDUCTION = 4  # bottleneck D -> D/4 (paper and released code)
-        cfg.TRAINER.CLIP_ADAPTER.FINAL_RELU = True  # ReLU after the second layer, as in the released code
-        cfg.TRAINER.CLIP_ADAPTER.VISUAL_ADAPTER = True  # A_v on image features (paper's default variant)
-        cfg.TRAINER.CLIP_ADAPTER.TEXT_ADAPTER = False  # A_t on the classifier weights (paper's variants)
-        cfg.TRAINER.CLIP_ADAPTER.TEXT_RATIO = 0.2  # beta
-        cfg.TRAINER.CLIP_ADAPTER.PREC = "fp16"  # frozen CLIP's precision (fp16, fp32, bf16, amp); adapter is fp32
-        cfg.TRAINER.CLIP_ADAPTER.TEMPLATE = ""  # "" = the dataset's CoOp template
+    @staticmethod
+    def config_defaults(node):
+        node.RATIO = 0.2  # alpha: the released code's value (paper: ~0.2 generic, ~0.6 fine-grained)
+        node.REDUCTION = 4  # bottleneck D -> D/4 (paper and released code)
+        node.FINAL_RELU = True  # ReLU after the second layer, as in the released code
+        node.VISUAL_ADAPTER = True  # A_v on image features (paper's default variant)
+        node.TEXT_ADAPTER = False  # A_t on the classifier weights (paper's variants)
+        node.TEXT_RATIO = 0.2  # beta
+        node.PREC = "fp16"  # frozen CLIP's precision (fp16, fp32, bf16, amp); adapter is fp32
+        node.TEMPLATE = ""  # "" = the dataset's CoOp template
 
     def check_cfg(self, cfg):
         node = cfg.TRAINER.CLIP_ADAPTER

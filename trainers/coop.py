@@ -11,15 +11,13 @@ from clipadapt.trainer import ClipTrainer
 class CoOp(ClipTrainer):
     CONFIG_NODE = "COOP"
 
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-        cfg.TRAINER.COOP = CN()
-        cfg.TRAINER.COOP.N_CTX = 16  # number of context tokens
-        cfg.TRAINER.COOP.CSC = False  # class-specific context
-        cfg.TRAINER.COOP.CTX_INIT = ""  # e.g. "a photo of a" (then N_CTX = its token count)
-        cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, bf16 or amp
-        cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
+    @staticmethod
+    def config_defaults(node):
+        node.N_CTX = 16  # number of context tokens
+        node.CSC = False  # class-specific context
+        node.CTX_INIT = ""  # e.g. "a photo of a" (then N_CTX = its token count)
+        node.PREC = "fp16"  # fp16, fp32, bf16 or amp
+        node.CLASS_TOKEN_POSITION = "end"  # end, middle or front
 
     def check_cfg(self, cfg):
         if cfg.TRAINER.COOP.PREC not in ("fp16", "fp32", "bf16", "amp"):

@@ -166,11 +166,8 @@ class PVAModel(nn.Module):
 class PVA(ClipTrainer):
     CONFIG_NODE = "PVA"
 
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-        cfg.TRAINER.PVA = CN()
-        node = cfg.TRAINER.PVA
+    @staticmethod
+    def config_defaults(node):
         # Learnable text tokens (CoOp context through clipadapt.clip.PromptLearner).
         node.N_CTX = 4  # number of learnable context tokens (ignored when CTX_INIT is set)
         node.CTX_INIT = "a photo of a"  # initial context ("" = random, N_CTX tokens)

@@ -113,30 +113,28 @@ class PromptVAE(nn.Module):
 class SHIP(ClipTrainer):
     CONFIG_NODE = "SHIP"
 
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-        cfg.TRAINER.SHIP = CN()
-        cfg.TRAINER.SHIP.STAGE2 = "coop"  # "coop" or "clip_adapter": the model fine-tuned on real + synthetic
-        cfg.TRAINER.SHIP.PREC = "fp32"  # the released code runs the text encoder in fp32 (.float())
+    @staticmethod
+    def config_defaults(node):
+        node.STAGE2 = "coop"  # "coop" or "clip_adapter": the model fine-tuned on real + synthetic
+        node.PREC = "fp32"  # the released code runs the text encoder in fp32 (.float())
         # Stage 1: the generator (released code, main_coop_vae.py; ImageNet values in vit_b16_imagenet.yaml)
-        cfg.TRAINER.SHIP.N_CTX_VAE = 4  # the VAE prompt's learnable context tokens
-        cfg.TRAINER.SHIP.ENC_HIDDEN = 2048  # encoder hidden units (4096 on ImageNet)
-        cfg.TRAINER.SHIP.GEN_HIDDEN = 4096  # generator hidden units
-        cfg.TRAINER.SHIP.LATENT = 512  # z dimension
-        cfg.TRAINER.SHIP.GEN_LEAKY_SLOPE = 0.0  # 0 = ReLU in the generator; ImageNet uses LeakyReLU(0.2)
-        cfg.TRAINER.SHIP.INIT_STD = 0.02  # N(0, std) init of Linear weights and of the VAE context
-        cfg.TRAINER.SHIP.KL_WEIGHT = 1.0
-        cfg.TRAINER.SHIP.VAE_EPOCHS = 50  # 10 on ImageNet
-        cfg.TRAINER.SHIP.VAE_LR = 1e-3  # AdamW for encoder, generator and VAE context
-        cfg.TRAINER.SHIP.VAE_WEIGHT_DECAY = 0.01  # torch's AdamW default (the released code sets none)
-        cfg.TRAINER.SHIP.VAE_BATCH_SIZE = 256
+        node.N_CTX_VAE = 4  # the VAE prompt's learnable context tokens
+        node.ENC_HIDDEN = 2048  # encoder hidden units (4096 on ImageNet)
+        node.GEN_HIDDEN = 4096  # generator hidden units
+        node.LATENT = 512  # z dimension
+        node.GEN_LEAKY_SLOPE = 0.0  # 0 = ReLU in the generator; ImageNet uses LeakyReLU(0.2)
+        node.INIT_STD = 0.02  # N(0, std) init of Linear weights and of the VAE context
+        node.KL_WEIGHT = 1.0
+        node.VAE_EPOCHS = 50  # 10 on ImageNet
+        node.VAE_LR = 1e-3  # AdamW for encoder, generator and VAE context
+        node.VAE_WEIGHT_DECAY = 0.01  # torch's AdamW default (the released code sets none)
+        node.VAE_BATCH_SIZE = 256
         # Stage 2 (optimizer, schedule, epochs and batch size are OPTIM.* and DATALOADER.TRAIN_X.*)
-        cfg.TRAINER.SHIP.COOP_N_CTX = 4
-        cfg.TRAINER.SHIP.COOP_CTX_INIT = "a photo of a"
-        cfg.TRAINER.SHIP.SYN_PER_REAL = 1.0  # synthetic features per real feature in a batch; 0 = generator off
-        cfg.TRAINER.SHIP.ADAPTER_RATIO = 0.2  # STAGE2 clip_adapter: alpha, the adapter's share of the blend
-        cfg.TRAINER.SHIP.ADAPTER_REDUCTION = 4  # STAGE2 clip_adapter: bottleneck D -> D / 4
+        node.COOP_N_CTX = 4
+        node.COOP_CTX_INIT = "a photo of a"
+        node.SYN_PER_REAL = 1.0  # synthetic features per real feature in a batch; 0 = generator off
+        node.ADAPTER_RATIO = 0.2  # STAGE2 clip_adapter: alpha, the adapter's share of the blend
+        node.ADAPTER_REDUCTION = 4  # STAGE2 clip_adapter: bottleneck D -> D / 4
 
     def check_cfg(self, cfg):
         node = cfg.TRAINER.SHIP

@@ -10,13 +10,11 @@ from clipadapt.trainer import ClipTrainer
 class ZeroshotCLIP(ClipTrainer):
     CONFIG_NODE = "ZSCLIP"
 
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-        cfg.TRAINER.ZSCLIP = CN()
-        cfg.TRAINER.ZSCLIP.PREC = "fp16"
-        cfg.TRAINER.ZSCLIP.TEMPLATE = ""  # "" = the dataset's CoOp template
-        cfg.TRAINER.ZSCLIP.ENSEMBLE = False  # True = average CoOp's 7 ImageNet templates (ZeroshotCLIP2)
+    @staticmethod
+    def config_defaults(node):
+        node.PREC = "fp16"
+        node.TEMPLATE = ""  # "" = the dataset's CoOp template
+        node.ENSEMBLE = False  # True = average CoOp's 7 ImageNet templates (ZeroshotCLIP2)
 
     def build_model(self):
         self.load_clip()

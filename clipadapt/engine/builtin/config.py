@@ -1,7 +1,7 @@
 """Dassl's default config (the keys CLIP trainers use, with Dassl's default values).
 
-Method keys are not here: each trainer adds its own node (see `TrainerX.add_config`), so a config
-carries only the keys of the method that runs.
+Method keys are not here: each trainer adds its own node (`ClipTrainer.add_config`, filled by the
+trainer's `config_defaults`), so a config carries only the keys of the method that runs.
 """
 from yacs.config import CfgNode as CN
 
