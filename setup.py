@@ -20,5 +20,7 @@ setup(
         "numpy",
         "Pillow",
     ],
-    extras_require={"test": ["pytest", "scipy"], "plot": ["matplotlib"], "gzsl": ["scipy"]},
+    # openai-clip: OpenAI's own CLIP code, the reference of tests/test_openai_parity.py (its clip/model.py
+    # and simple_tokenizer.py are loaded by file; ftfy and regex are what the tokenizer imports).
+    extras_require={"test": ["pytest", "scipy", "openai-clip", "ftfy", "regex"], "plot": ["matplotlib"], "gzsl": ["scipy"]},
 )

@@ -15,6 +15,7 @@ import torch
 
 import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
+from clipadapt.clip import BackboneError
 from clipadapt.config import ConfigError, build_config, check_names
 from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.engine.builtin.data_manager import UnreadableImageError
@@ -187,7 +188,7 @@ def main(args):
             return
         if not args.no_train:
             trainer.train()
-    except (FloatingPointError, UnreadableImageError, CheckpointError) as exc:
+    except (FloatingPointError, UnreadableImageError, CheckpointError, BackboneError) as exc:
         fail(f"error: {exc}")
 
 

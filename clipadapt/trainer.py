@@ -15,7 +15,8 @@ import os.path as osp
 import torch
 import torch.nn.functional as F
 
-from .clip import TextEncoder, embed_dim, load_clip_from_cfg, precision_dtype, state_dict_digest
+from .clip import (TextEncoder, check_input_config, embed_dim, input_size, load_clip_from_cfg, precision_dtype,
+                   state_dict_digest)
 from .engine import CheckpointMixin, TrainerX, build_transform
 from .engine.builtin.evaluator import GZSLClassification
 from .engine.builtin.data_manager import IndexDataset, build_data_loader
@@ -125,11 +126,7 @@ class ClipTrainer(*_BASES):
         """Load the frozen CLIP of MODEL.BACKBONE; sets clip_model, tokenizer, text_encoder, backbone."""
         print(f"Loading CLIP (backbone: {self.cfg.MODEL.BACKBONE.NAME})")
         self.clip_model, self.tokenizer, self.backbone = load_clip_from_cfg(self.cfg, device=self.device, prec=self.prec)
-        size = self.clip_model.visual.image_size
-        size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        if tuple(self.cfg.INPUT.SIZE) != size:
-            raise ValueError(f"INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} does not match the backbone's input size "
-                             f"{size}; set INPUT.SIZE to {size}.")
+        check_input_config(self.cfg.INPUT, self.backbone, input_size(self.clip_model))
         self.text_encoder = TextEncoder(self.clip_model, cut=self.cfg.MODEL.CUT_TEXT_TOKENS)
         self._image_encoder = self.clip_model.encode_image
         if self.cfg.MODEL.COMPILE_IMAGE_ENCODER:

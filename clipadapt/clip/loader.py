@@ -1,31 +1,46 @@
-"""The one door to CLIP models: CoOp names, open_clip names + tags, built-in names and checkpoint files.
+"""The one door to CLIP models: CoOp names, open_clip names + tags, built-in names and weight files.
 
-    "ViT-B/16", "RN50", ...      CoOp/OpenAI names -> open_clip arch + the "openai" weights
-    "ViT-B-16"                   an open_clip arch; weights from MODEL.BACKBONE.PRETRAINED_TAG
-                                 (a tag such as "laion2b_s34b_b88k", or a local file)
+    "ViT-B/16", "RN50", ...      CoOp/OpenAI names -> OpenAI's architecture (open_clip's "-quickgelu"
+                                 configs: QuickGELU in every transformer MLP, as OpenAI trained them)
+                                 with the "openai" weights, or the file in MODEL.BACKBONE.PRETRAINED_TAG
+                                 (OpenAI's TorchScript archive, a state dict, an open_clip checkpoint)
+    "ViT-B-16"                   an open_clip arch as open_clip configures it; weights from
+                                 MODEL.BACKBONE.PRETRAINED_TAG (a tag such as "laion2b_s34b_b88k", or a
+                                 local file). A tag trained with QuickGELU ("openai", ...) builds the
+                                 arch's "-quickgelu" config: the architecture follows the weights
     "shapes-clip"                the built-in world's CLIP, pretrained here on first use
-    "/path/to/model.pt"          a checkpoint written by this project ({"arch", "state_dict"})
+    "/path/to/file.pt"           this project's checkpoint ({"arch", "state_dict"}), or OpenAI's file of
+                                 a CoOp architecture (recognised from its tensor shapes)
 MODEL.BACKBONE.PRETRAINED False gives random weights of the real architecture (for tests).
+
+Weight files are read by `weights.read_weights`, which never runs code from a file. The spec of
+the loaded backbone carries the image preprocessing its weights expect (`check_input_config`
+compares it with the config's INPUT keys).
 """
 import contextlib
 import hashlib
 import logging
 import os
 import os.path as osp
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import open_clip
+import open_clip.pretrained
 import torch
+
+from .weights import BackboneError, matches_config, openai_architecture, read_weights
 
 MODEL_CONFIG_DIR = osp.join(osp.dirname(__file__), "model_configs")
 
-# CoOp/OpenAI CLIP names -> open_clip architecture names (all with the "openai" weights).
+# CoOp/OpenAI CLIP names -> open_clip configs of OpenAI's architecture (all with the "openai" weights).
 COOP_NAMES = {
-    "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
-    "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336",
+    "RN50": "RN50-quickgelu", "RN101": "RN101-quickgelu", "RN50x4": "RN50x4-quickgelu",
+    "RN50x16": "RN50x16-quickgelu", "RN50x64": "RN50x64-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
+    "ViT-B/16": "ViT-B-16-quickgelu", "ViT-L/14": "ViT-L-14-quickgelu", "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
 }
 BUILTIN_NAMES = {"shapes-clip": "shapes-clip-tiny"}
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".pth.tar", ".bin", ".safetensors", ".ckpt", ".npz")
 
 _registered = False
 
@@ -49,15 +64,32 @@ class BackboneSpec:
     arch: str            # open_clip architecture name
     weights: object      # None (random), an open_clip tag, or a file path
     identity: str        # what names these weights: goes into checkpoints and cache keys
+    name: str = ""       # MODEL.BACKBONE.NAME as given
+    preprocess: dict = None  # mean, std, interpolation, resize_mode the weights expect (None: random weights)
+
+
+def _quick_gelu_arch(arch, tag):
+    """open_clip's "-quickgelu" twin of `arch` when the tag's weights were trained with QuickGELU and
+    `arch`'s own config is GELU (open_clip would only warn "QuickGELU mismatch"); else `arch`."""
+    twin = f"{arch}-quickgelu"
+    tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
+    arch_cfg = open_clip.get_model_config(arch) or {}
+    if tag_cfg.get("quick_gelu") and not arch_cfg.get("quick_gelu") and open_clip.get_model_config(twin):
+        return twin
+    return arch
+
+
+def _looks_like_path(value):
+    return os.sep in value or value.startswith(("~", ".")) or value.lower().endswith(WEIGHT_FILE_SUFFIXES)
 
 
 def resolve_backbone(name, pretrained=True, pretrained_tag=""):
     register_model_configs()
     if not name:
-        raise ValueError("MODEL.BACKBONE.NAME is empty: set it in the trainer config or with --backbone "
-                         '(e.g. "ViT-B/16", "RN50", "shapes-clip").')
+        raise BackboneError("MODEL.BACKBONE.NAME is empty: set it in the trainer config or with --backbone "
+                            '(e.g. "ViT-B/16", "RN50", "shapes-clip").')
     if osp.isfile(name):
-        return BackboneSpec(arch=None, weights=osp.abspath(name), identity=f"file:{_file_identity(name)}")
+        return BackboneSpec(arch=None, weights=osp.abspath(name), identity=f"file:{_file_identity(name)}", name=name)
     if name in COOP_NAMES:
         arch, default_tag = COOP_NAMES[name], "openai"
     elif name in BUILTIN_NAMES:
@@ -68,23 +100,52 @@ def resolve_backbone(name, pretrained=True, pretrained_tag=""):
         import difflib
         known = list(COOP_NAMES) + list(BUILTIN_NAMES) + open_clip.list_models()
         close = difflib.get_close_matches(name, known, n=3)
-        raise ValueError(f'Unknown backbone "{name}". ' + (f"Did you mean {close}? " if close else "")
-                         + "Use a CoOp name (ViT-B/16, RN50, ...), an open_clip model name, "
-                           "a built-in name (shapes-clip) or a checkpoint file path.")
+        where = ("; no such file either" if _looks_like_path(name) else "")
+        raise BackboneError(f'Unknown backbone "{name}"{where}. ' + (f"Did you mean {close}? " if close else "")
+                            + "Use a CoOp name (ViT-B/16, RN50, ...), an open_clip model name, "
+                              "a built-in name (shapes-clip) or a checkpoint file path.")
     if not pretrained:
-        return BackboneSpec(arch, None, f"{arch}:random")
+        return BackboneSpec(arch, None, f"{arch}:random", name=name)
     tag = pretrained_tag or default_tag
     if not tag:
         tags = open_clip.list_pretrained_tags_by_model(arch)
-        raise ValueError(f'Backbone "{name}" needs MODEL.BACKBONE.PRETRAINED_TAG (one of {tags}, or a local '
-                         "file), or MODEL.BACKBONE.PRETRAINED False for random weights.")
-    if osp.isfile(tag):
-        return BackboneSpec(arch, osp.abspath(tag), f"{arch}:file:{_file_identity(tag)}")
+        raise BackboneError(f'Backbone "{name}" needs MODEL.BACKBONE.PRETRAINED_TAG (one of {tags}, or a local '
+                            "file), or MODEL.BACKBONE.PRETRAINED False for random weights.")
+    tag_path = osp.expanduser(tag)
+    if osp.isfile(tag_path):
+        preprocess = _tag_preprocess(arch, "openai") if name in COOP_NAMES else None  # else: read from the file
+        return BackboneSpec(arch, osp.abspath(tag_path), f"{arch}:file:{_file_identity(tag_path)}", name, preprocess)
     if tag == "builtin":
         from clipadapt.world import ensure_pretrained
         path = ensure_pretrained()
-        return BackboneSpec(arch, path, f"{arch}:file:{_file_identity(path)}")
-    return BackboneSpec(arch, tag, f"{arch}:{tag}")
+        return BackboneSpec(arch, path, f"{arch}:file:{_file_identity(path)}", name)
+    if not open_clip.get_pretrained_cfg(arch, tag):
+        if _looks_like_path(tag):
+            raise BackboneError(f'Weights file "{tag}" (MODEL.BACKBONE.PRETRAINED_TAG) does not exist. Copy the file '
+                                "there, or point MODEL.BACKBONE.PRETRAINED_TAG at where it is.")
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        raise BackboneError(f'MODEL.BACKBONE.PRETRAINED_TAG "{tag}" is neither a pretrained tag of {arch} '
+                            f"({tags or 'it has none'}) nor an existing file.")
+    if name not in COOP_NAMES:
+        arch = _quick_gelu_arch(arch, tag)
+    return BackboneSpec(arch, tag, f"{arch}:{tag}", name, _tag_preprocess(arch, tag))
+
+
+def _tag_preprocess(arch, tag):
+    """Preprocessing of open_clip's pretrained config for (arch, tag), over open_clip's defaults."""
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+    merged = merge_preprocess_dict(PreprocessCfg(), open_clip.get_pretrained_cfg(arch, tag))
+    return {k: merged[k] for k in ("mean", "std", "interpolation", "resize_mode")}
+
+
+def _file_preprocess(meta):
+    """A weights file's preprocessing: open_clip's defaults for a file (OpenAI's), with the mean and
+    std a project checkpoint records in its meta (the built-in world's CLIP does)."""
+    from open_clip.transform import PreprocessCfg
+    defaults = asdict(PreprocessCfg())
+    out = {k: defaults[k] for k in ("mean", "std", "interpolation", "resize_mode")}
+    out.update({k: meta[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in meta})
+    return out
 
 
 def _file_identity(path):
@@ -103,34 +164,97 @@ def quiet_open_clip():
         logging.disable(previous)
 
 
-def _create(spec):
-    if spec.weights is None:
-        return open_clip.create_model(spec.arch, pretrained=None), spec.arch
-    if osp.isfile(str(spec.weights)):
-        state = torch.load(spec.weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "arch" in state and "state_dict" in state:
-            arch = spec.arch or state["arch"]
-            with quiet_open_clip():
-                model = open_clip.create_model(arch, pretrained=None)
-            model.load_state_dict(state["state_dict"])
-            return model, arch
-        if spec.arch is None:
-            raise ValueError(f'Checkpoint "{spec.weights}" has no "arch" entry: set MODEL.BACKBONE.NAME to its '
-                             "open_clip architecture and MODEL.BACKBONE.PRETRAINED_TAG to the file.")
-        return open_clip.create_model(spec.arch, pretrained=spec.weights), spec.arch
+def _new_model(arch):
+    with quiet_open_clip():
+        return open_clip.create_model(arch, pretrained=None)
+
+
+def _download(spec):
+    """Local path of a tag's weights (open_clip's cache, or its download); one-line error offline."""
+    cfg = open_clip.get_pretrained_cfg(spec.arch, spec.weights)
     try:
-        return open_clip.create_model(spec.arch, pretrained=spec.weights), spec.arch
-    except Exception as exc:
-        raise RuntimeError(
-            f'Could not load the "{spec.weights}" weights of {spec.arch}: {exc}. Without internet access, '
-            "download them elsewhere and pass the file as MODEL.BACKBONE.PRETRAINED_TAG."
-        ) from exc
+        with quiet_open_clip():
+            path = open_clip.pretrained.download_pretrained(cfg)
+    except Exception as exc:  # network and hub errors come in many types; all mean "not here"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        path, reason = "", f"{type(exc).__name__}: {reason}"
+    else:
+        reason = "open_clip found no file for it"
+    if path and osp.isfile(path):
+        return path
+    url, hub = cfg.get("url", ""), cfg.get("hf_hub", "")
+    if url:
+        filename = osp.basename(url)
+        source = f"{filename} (OpenAI's file, {url})" if "openaipublic" in url else f"{filename} ({url})"
+    else:
+        source = f"open_clip_model.safetensors from https://huggingface.co/{hub.rstrip('/')}"
+        filename = "open_clip_model.safetensors"
+    raise BackboneError(
+        f'Cannot get the "{spec.weights}" weights of {spec.name or spec.arch} ({reason[:200]}). Without internet '
+        f"access: copy {source} to this machine and set MODEL.BACKBONE.PRETRAINED_TAG /path/to/{filename}.")
+
+
+def _load_state(model, state, path, arch, name):
+    """Load a state dict strictly; a mismatch names what the file holds when it can tell."""
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        from open_clip.model import convert_to_custom_text_state_dict
+        state = convert_to_custom_text_state_dict(state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        held = _coop_name_of(state)
+        if held and COOP_NAMES[held] != arch:
+            hint = f"it holds {held} weights: set MODEL.BACKBONE.NAME {held}"
+        else:
+            lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+            hint = "; ".join(lines[1:3])[:300] or lines[0][:300]
+        raise BackboneError(f'"{path}" does not hold weights of {name or arch} ({arch}): {hint}.') from None
+
+
+def _coop_name_of(state):
+    """The CoOp name whose architecture an OpenAI-layout state dict has, if any."""
+    dims = openai_architecture(state)
+    for coop_name, arch in COOP_NAMES.items():
+        if matches_config(dims, open_clip.get_model_config(arch) or {}):
+            return coop_name
+    return None
+
+
+def _create(spec):
+    """(model, arch, preprocess) for a spec; fills in what a weights file says about itself."""
+    if spec.weights is None:
+        return _new_model(spec.arch), spec.arch, None
+    path = spec.weights if osp.isfile(str(spec.weights)) else _download(spec)
+    if path.endswith((".npz", ".npy")):  # big_vision (SigLIP) weights: open_clip's own converter reads them
+        model = _new_model(spec.arch)
+        open_clip.load_checkpoint(model, path)
+        return model, spec.arch, spec.preprocess or _file_preprocess({})
+    state, file_arch, meta = read_weights(path)
+    arch, name = spec.arch or file_arch, spec.name
+    if arch is None:
+        name = _coop_name_of(state)
+        if name is None:
+            raise BackboneError(f'"{path}" has no "arch" entry and is not OpenAI CLIP weights of a known size: '
+                                "set MODEL.BACKBONE.NAME to its architecture and MODEL.BACKBONE.PRETRAINED_TAG "
+                                "to the file.")
+        arch = COOP_NAMES[name]
+    model = _new_model(arch)
+    _load_state(model, state, path, arch, name)
+    if spec.preprocess:
+        preprocess = spec.preprocess
+    elif name in COOP_NAMES:
+        preprocess = _tag_preprocess(arch, "openai")
+    else:
+        preprocess = _file_preprocess(meta)
+    return model, arch, preprocess
 
 
 def precision_dtype(prec, device):
     """The dtype frozen CLIP weights are kept in, and whether autocast runs around them."""
     if prec not in PRECISIONS:
-        raise ValueError(f'Precision "{prec}" is not one of {PRECISIONS}')
+        raise BackboneError(f'Precision "{prec}" is not one of {PRECISIONS}')
     if torch.device(device).type != "cuda" and prec in ("fp16", "amp"):
         return torch.float32, False  # half precision on CPU is slow and lossy; CoOp's fp16 means GPU
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}[prec], prec == "amp"
@@ -139,14 +263,53 @@ def precision_dtype(prec, device):
 def load_clip(name, pretrained=True, pretrained_tag="", device="cpu", prec="fp32"):
     """Returns (model, tokenizer, spec): a frozen open_clip CLIP in eval mode on `device`."""
     spec = resolve_backbone(name, pretrained, pretrained_tag)
-    model, arch = _create(spec)
-    spec.arch = arch
+    model, spec.arch, spec.preprocess = _create(spec)
     dtype, _ = precision_dtype(prec, device)
     model = model.to(device=device, dtype=dtype).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(arch)
+    tokenizer = open_clip.get_tokenizer(spec.arch)
     return model, tokenizer, spec
+
+
+def input_size(clip_model):
+    size = clip_model.visual.image_size
+    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+
+
+def _fmt(values):
+    return "[" + ", ".join(repr(round(float(v), 8)) for v in values) + "]"  # as a yaml would write them
+
+
+def check_input_config(input_cfg, spec, size):
+    """Refuse a config whose image preprocessing is not the one the backbone's weights expect.
+
+    INPUT.SIZE must be the model's input `size` (H, W); with pretrained weights, INPUT.PIXEL_MEAN,
+    INPUT.PIXEL_STD and INPUT.INTERPOLATION must be those of the weights (open_clip's pretrained
+    config for a tag, OpenAI's for CoOp names and OpenAI files). All mismatches in one line.
+    """
+    size = tuple(size)
+    problems = []
+    if tuple(input_cfg.SIZE) != size:
+        problems.append(f"INPUT.SIZE {tuple(input_cfg.SIZE)} is not the backbone's input size {size}")
+    want = spec.preprocess
+    if want:
+        for key, field in (("PIXEL_MEAN", "mean"), ("PIXEL_STD", "std")):
+            have = [float(v) for v in input_cfg[key]]
+            if len(have) != len(want[field]) or any(abs(a - b) > 1e-6 for a, b in zip(have, want[field])):
+                problems.append(f"INPUT.{key} {_fmt(have)} is not the {field} the weights expect {_fmt(want[field])}")
+        if input_cfg.INTERPOLATION != want["interpolation"]:
+            problems.append(f'INPUT.INTERPOLATION "{input_cfg.INTERPOLATION}" is not the weights\' '
+                            f'"{want["interpolation"]}"')
+        if want["resize_mode"] != "shortest":
+            # The test transform (Dassl's) resizes the short edge and centre-crops; it has no key to change that.
+            print(f'Warning: the {spec.name or spec.arch} weights expect "{want["resize_mode"]}" resizing; '
+                  "test images are resized on the short edge and centre-cropped (open_clip's \"shortest\").")
+    if problems:
+        weights = f'"{spec.weights}"' if spec.weights and not osp.isfile(str(spec.weights)) else "file"
+        raise BackboneError(f"The config does not preprocess images as the {spec.name or spec.arch} {weights} weights "
+                            f"need: {'; '.join(problems)}. Set these INPUT keys in the trainer config to the "
+                            "weights' values.")
 
 
 def embed_dim(clip_model):

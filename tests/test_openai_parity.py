@@ -1,0 +1,201 @@
+"""CoOp names build OpenAI's CLIP exactly: the project's image features, text features and logits
+equal those of OpenAI's own code (the `openai-clip` package's clip/model.py, `build_model`) on
+the same weights, for ViT-B/16, ViT-B/32 and RN50 and each way of giving the weights: the default
+"openai" tag (open_clip's download pointed at a local file), a state-dict file, and a TorchScript
+archive as `clip.load` downloads it.
+
+The weights are seeded random values of the real architectures, rounded to fp16 as OpenAI's
+released weights are (OpenAI's build_model keeps weights in fp16; `.float()` then gives back the
+same values, so both sides compute in fp32 on identical weights).
+
+    python -m pytest -q tests/test_openai_parity.py -s     # -s prints the table of differences
+"""
+import importlib.util
+import os.path as osp
+
+import open_clip
+import open_clip.pretrained
+import pytest
+import torch
+
+from clipadapt.clip import TextEncoder, load_clip
+from clipadapt.clip.weights import OPENAI_NON_WEIGHT_KEYS, read_torchscript_archive
+
+# OpenAI's CLIP(...) arguments of the released models (from the shapes of their weights).
+_TEXT = dict(context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
+OPENAI_DIMS = {
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+                     **_TEXT),
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+                     **_TEXT),
+    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
+                 vision_patch_size=None, **_TEXT),
+}
+PROMPTS = ["a photo of a dog.", "a centered satellite photo of Annual Crop Land.", "Würzburg café, 2 × 3!"]
+RTOL = 1e-5
+
+
+def _openai_file(name):
+    spec = importlib.util.find_spec("clip")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("openai-clip is not installed (pip install -e '.[test]')")
+    return osp.join(list(spec.submodule_search_locations)[0], name)
+
+
+def _load_openai_module(filename, module_name):
+    # By file: `import clip` runs clip/clip.py, which needs pkg_resources (gone from new setuptools).
+    spec = importlib.util.spec_from_file_location(module_name, _openai_file(filename))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def openai_model_py():
+    return _load_openai_module("model.py", "openai_clip_model")
+
+
+def seeded_openai_state(openai_model_py, name, seed=0):
+    """A state dict of OpenAI's architecture `name`: OpenAI's init, constant tensors (norm weights,
+    biases, BN statistics) made random too, every float rounded to fp16 as released weights are."""
+    torch.manual_seed(seed)
+    model = openai_model_py.CLIP(**OPENAI_DIMS[name])
+    state = {}
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            if value.numel() > 1 and torch.all(value == value.flatten()[0]):
+                noise = 0.1 * torch.randn_like(value)
+                value = value + (noise.abs() if key.endswith("running_var") else noise)
+            value = value.half()
+        state[key] = value
+    return state
+
+
+def openai_reference(openai_model_py, state):
+    """OpenAI's own model on `state`, in fp32 as clip.load gives it on a CPU."""
+    return openai_model_py.build_model({k: v.clone() for k, v in state.items()}).float().eval()
+
+
+def openai_tokens(texts):
+    """OpenAI's clip.tokenize: <start> BPE <end>, zero-padded to 77 (clip/clip.py, read not imported)."""
+    tokenizer = _load_openai_module("simple_tokenizer.py", "openai_clip_tokenizer").SimpleTokenizer()
+    sot, eot = tokenizer.encoder["<|startoftext|>"], tokenizer.encoder["<|endoftext|>"]
+    out = torch.zeros(len(texts), 77, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [sot] + tokenizer.encode(text) + [eot]
+        out[i, :len(ids)] = torch.tensor(ids)
+    return out
+
+
+def write_torchscript_archive(model, path):
+    """A TorchScript archive as clip.load downloads it: OpenAI's model traced (encode_image,
+    encode_text, forward), the non-weight entries input_resolution / context_length / vocab_size
+    in its state dict, weights in fp16."""
+    for key, value in (("input_resolution", 224), ("context_length", 77), ("vocab_size", 49408)):
+        model.__dict__.pop(key, None)  # a plain int attribute of OpenAI's model; a state entry in the archives
+        model.register_buffer(key, torch.tensor(value))
+    image, text = torch.zeros(1, 3, 224, 224), openai_tokens(["a"])
+    traced = torch.jit.trace_module(model, {"encode_image": (image,), "encode_text": (text,),
+                                    "forward": (image, text)}, check_trace=False)
+    traced.half()
+    traced.save(path)
+
+
+def relative_difference(ours, theirs):
+    return ((ours.double() - theirs.double()).abs().max() / theirs.double().abs().max()).item()
+
+
+def project_outputs(model, tokenizer, images):
+    """Image features, text features (the project's cut text encoder, as trainers use it) and logits."""
+    tokens = tokenizer(PROMPTS)
+    encoder = TextEncoder(model)
+    with torch.no_grad():
+        image_features = model.encode_image(images)
+        text_features = encoder(encoder.embed(tokens), tokens)
+        full_text = model.encode_text(tokens)
+    img = image_features / image_features.norm(dim=-1, keepdim=True)
+    txt = text_features / text_features.norm(dim=-1, keepdim=True)
+    return image_features, text_features, full_text, model.logit_scale.exp() * img @ txt.t()
+
+
+ROWS = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def print_table():
+    yield
+    if ROWS:
+        print("\n| backbone | weights given as | image features | text features (cut) | text features (open_clip) "
+              "| logits |\n|---|---|---|---|---|---|")
+        for row in ROWS:
+            print("| " + " | ".join(row[:2]) + " | " + " | ".join(f"{v:.1e}" for v in row[2:]) + " |")
+
+
+@pytest.fixture(scope="module")
+def openai_files(openai_model_py, tmp_path_factory):
+    """name -> the state dict, OpenAI's outputs on it, and the weights written as each kind of file."""
+    made = {}
+
+    def make(name):
+        if name in made:
+            return made[name]
+        state = seeded_openai_state(openai_model_py, name)
+        reference = openai_reference(openai_model_py, state)
+        torch.manual_seed(1)
+        images = torch.randn(2, 3, 224, 224)
+        tokens = openai_tokens(PROMPTS)
+        with torch.no_grad():
+            want = {"image": reference.encode_image(images), "text": reference.encode_text(tokens),
+                    "logits": reference(images, tokens)[0]}
+        folder = tmp_path_factory.mktemp(name.replace("/", "-"))
+        files = {"state-dict file": str(folder / "state_dict.pt"),
+                 "TorchScript archive": str(folder / f"{name.replace('/', '-')}.pt"),  # clip.load's file name
+                 "default tag": str(folder / "open_clip_model.safetensors")}  # what open_clip's hub download gives
+        torch.save(state, files["state-dict file"])
+        write_torchscript_archive(reference, files["TorchScript archive"])
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in state.items()}, files["default tag"])
+        made[name] = dict(state=state, images=images, tokens=tokens, want=want, files=files)
+        return made[name]
+
+    return make
+
+
+@pytest.mark.parametrize("name", list(OPENAI_DIMS))
+def test_coop_names_equal_openai_clip(name, openai_files, monkeypatch):
+    made = openai_files(name)
+    images, tokens, want, files = made["images"], made["tokens"], made["want"], made["files"]
+    downloads = []
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained",
+                        lambda cfg, **kw: downloads.append(cfg) or files["default tag"])
+    for how in ("default tag", "state-dict file", "TorchScript archive"):
+        model, tokenizer, spec = load_clip(name, pretrained_tag="" if how == "default tag" else files[how])
+        assert spec.arch.endswith("-quickgelu")
+        blocks = list(model.transformer.resblocks) + list(getattr(getattr(model.visual, "transformer", None),
+                                                                  "resblocks", []))
+        assert len(blocks) == (24 if name.startswith("ViT") else 12)
+        assert all(type(b.mlp.gelu).__name__ == "QuickGELU" for b in blocks)
+        torch.testing.assert_close(tokenizer(PROMPTS), tokens, rtol=0, atol=0)
+        image, text, full_text, logits = project_outputs(model, tokenizer, images)
+        diffs = [relative_difference(image, want["image"]), relative_difference(text, want["text"]),
+                 relative_difference(full_text, want["text"]), relative_difference(logits, want["logits"])]
+        ROWS.append((name, how, *diffs))
+        assert max(diffs) < RTOL, f"{name} from the {how}: relative differences {diffs}"
+    # the default tag asked open_clip for OpenAI's file of this architecture
+    assert len(downloads) == 1 and downloads[0]["url"].endswith(f"/{name.replace('/', '-')}.pt")
+
+
+def test_torchscript_reader_equals_torch_jit_load(openai_files):
+    """Our reader (no code run) gives what torch.jit.load gives on the same archive: the same keys
+    in the same order, OpenAI's layout (the model's own keys plus OpenAI's three non-weight
+    entries), the same fp16 tensors."""
+    made = openai_files("ViT-B/32")
+    path = made["files"]["TorchScript archive"]
+    ours = read_torchscript_archive(path)
+    theirs = torch.jit.load(path, map_location="cpu").state_dict()
+    assert list(ours) == list(theirs)
+    assert set(ours) == set(made["state"]) | set(OPENAI_NON_WEIGHT_KEYS)
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+    for key, value in made["state"].items():
+        assert torch.equal(ours[key], value), key
