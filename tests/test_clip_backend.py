@@ -192,6 +192,8 @@ def test_missing_weights_file_names_it_and_the_key():
     assert '"/nowhere/RN50.pt"' in str(exc.value) and "MODEL.BACKBONE.PRETRAINED_TAG" in str(exc.value)
     with pytest.raises(BackboneError, match='"no-such-tag" is neither a pretrained tag of RN50-quickgelu'):
         resolve_backbone("RN50", pretrained_tag="no-such-tag")
+    with pytest.raises(BackboneError, match='tag of open_clip\'s "ViT-B-16" \\(GELU\\): set MODEL.BACKBONE.NAME ViT-B-16'):
+        resolve_backbone("ViT-B/16", pretrained_tag="laion2b_s34b_b88k")
 
 
 class _RunsCode:

@@ -124,8 +124,11 @@ def resolve_backbone(name, pretrained=True, pretrained_tag=""):
             raise BackboneError(f'Weights file "{tag}" (MODEL.BACKBONE.PRETRAINED_TAG) does not exist. Copy the file '
                                 "there, or point MODEL.BACKBONE.PRETRAINED_TAG at where it is.")
         tags = open_clip.list_pretrained_tags_by_model(arch)
+        plain = arch[:-len("-quickgelu")] if arch.endswith("-quickgelu") else ""
+        hint = (f' It is a tag of open_clip\'s "{plain}" (GELU): set MODEL.BACKBONE.NAME {plain} for those weights.'
+                if plain and open_clip.get_pretrained_cfg(plain, tag) else "")
         raise BackboneError(f'MODEL.BACKBONE.PRETRAINED_TAG "{tag}" is neither a pretrained tag of {arch} '
-                            f"({tags or 'it has none'}) nor an existing file.")
+                            f"({tags or 'it has none'}) nor an existing file.{hint}")
     if name not in COOP_NAMES:
         arch = _quick_gelu_arch(arch, tag)
     return BackboneSpec(arch, tag, f"{arch}:{tag}", name, _tag_preprocess(arch, tag))
