@@ -148,7 +148,7 @@ def test_shipped_configs_preprocess_as_their_weights_expect(path, world_weights,
 def _input(**changes):
     from yacs.config import CfgNode
     node = CfgNode({"SIZE": (224, 224), "INTERPOLATION": "bicubic", "PIXEL_MEAN": [0.48145466, 0.4578275, 0.40821073],
-                    "PIXEL_STD": [0.26862954, 0.26130258, 0.27577711]})
+                    "PIXEL_STD": [0.26862954, 0.26130258, 0.27577711], "TRANSFORMS": ["random_flip", "normalize"]})
     node.update(changes)
     return node
 
@@ -170,6 +170,9 @@ def test_config_that_preprocesses_otherwise_is_refused_naming_both_values():
     assert tuple(siglip.preprocess["mean"]) == (0.5, 0.5, 0.5)
     with pytest.raises(BackboneError, match=r"INPUT.PIXEL_STD .* is not the std the weights expect \[0.5, 0.5, 0.5\]"):
         check_input_config(_input(), siglip, (224, 224))
+    with pytest.raises(BackboneError, match=r"INPUT.TRANSFORMS \['random_flip'\] lacks \"normalize\""):
+        check_input_config(_input(TRANSFORMS=["random_flip"]), spec, (224, 224))
+    # random weights expect nothing
     check_input_config(_input(PIXEL_MEAN=[0.1, 0.2, 0.3]), resolve_backbone("RN50", pretrained=False), (224, 224))
 
 
@@ -281,6 +284,29 @@ def test_file_of_another_architecture_is_named_and_openai_file_as_name_is_recogn
     assert spec.arch == "RN50-quickgelu" and spec.preprocess["interpolation"] == "bicubic"
     for key, value in as_released.items():
         assert torch.equal(model.state_dict()[key], value.to(model.state_dict()[key].dtype)), key
+
+
+def test_open_clip_and_project_checkpoints_read_to_the_plain_state_dict(tmp_path):
+    torch.manual_seed(0)
+    register_model_configs()
+    model = open_clip.create_model("tiny-vit", pretrained=None)
+    state = model.state_dict()
+    files = {"plain": state,  # open_clip's training script: DDP keys, optimizer beside
+             "open_clip": {"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in state.items()},
+                           "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}},
+             "project": {"arch": "tiny-vit", "state_dict": state, "meta": {"mean": [0.5] * 3, "std": [0.25] * 3}}}
+    for kind, content in files.items():
+        torch.save(content, tmp_path / f"{kind}.pt")
+        read, arch, meta = read_weights(str(tmp_path / f"{kind}.pt"))
+        assert list(read) == list(state) and all(torch.equal(read[k], v) for k, v in state.items()), kind
+        assert (arch, meta.get("mean")) == (("tiny-vit", [0.5] * 3) if kind == "project" else (None, None))
+        loaded, _, spec = load_clip("tiny-vit", pretrained_tag=str(tmp_path / f"{kind}.pt"))
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items()), kind
+        # a project checkpoint's meta decides the preprocessing it expects; other files get open_clip's defaults
+        expected_mean = [0.5] * 3 if kind == "project" else open_clip.OPENAI_DATASET_MEAN
+        assert spec.preprocess["mean"] == expected_mean and spec.preprocess["interpolation"] == "bicubic"
+    _, _, spec = load_clip(str(tmp_path / "project.pt"))
+    assert spec.arch == "tiny-vit" and spec.preprocess["std"] == [0.25] * 3
 
 
 def test_offline_error_through_train_py_is_one_line(shapes_root, tmp_path, monkeypatch, capsys):

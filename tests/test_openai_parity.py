@@ -2,7 +2,8 @@
 equal those of OpenAI's own code (the `openai-clip` package's clip/model.py, `build_model`) on
 the same weights, for ViT-B/16, ViT-B/32 and RN50 and each way of giving the weights: the default
 "openai" tag (open_clip's download pointed at a local file), a state-dict file, and a TorchScript
-archive as `clip.load` downloads it.
+archive as `clip.load` downloads it. (An open_clip training checkpoint reads to the same state dict
+as a state-dict file: tests/test_clip_backend.py.)
 
 The weights are seeded random values of the real architectures, rounded to fp16 as OpenAI's
 released weights are (OpenAI's build_model keeps weights in fp16; `.float()` then gives back the
@@ -88,9 +89,9 @@ def openai_tokens(texts):
 
 
 def write_torchscript_archive(model, path):
-    """A TorchScript archive as clip.load downloads it: OpenAI's model traced (encode_image,
-    encode_text, forward), the non-weight entries input_resolution / context_length / vocab_size
-    in its state dict, weights in fp16."""
+    """A TorchScript archive in the layout of OpenAI's released files: OpenAI's model traced
+    (encode_image, encode_text, forward), its top-level class declaring input_resolution,
+    context_length and vocab_size as buffers (as the released archives' code does), weights in fp16."""
     for key, value in (("input_resolution", 224), ("context_length", 77), ("vocab_size", 49408)):
         model.__dict__.pop(key, None)  # a plain int attribute of OpenAI's model; a state entry in the archives
         model.register_buffer(key, torch.tensor(value))

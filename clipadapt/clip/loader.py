@@ -289,7 +289,8 @@ def check_input_config(input_cfg, spec, size):
 
     INPUT.SIZE must be the model's input `size` (H, W); with pretrained weights, INPUT.PIXEL_MEAN,
     INPUT.PIXEL_STD and INPUT.INTERPOLATION must be those of the weights (open_clip's pretrained
-    config for a tag, OpenAI's for CoOp names and OpenAI files). All mismatches in one line.
+    config for a tag, OpenAI's for CoOp names and OpenAI files) and INPUT.TRANSFORMS must normalise.
+    All mismatches in one line.
     """
     size = tuple(size)
     problems = []
@@ -301,6 +302,8 @@ def check_input_config(input_cfg, spec, size):
             have = [float(v) for v in input_cfg[key]]
             if len(have) != len(want[field]) or any(abs(a - b) > 1e-6 for a, b in zip(have, want[field])):
                 problems.append(f"INPUT.{key} {_fmt(have)} is not the {field} the weights expect {_fmt(want[field])}")
+        if "TRANSFORMS" in input_cfg and "normalize" not in input_cfg.TRANSFORMS:
+            problems.append(f'INPUT.TRANSFORMS {list(input_cfg.TRANSFORMS)} lacks "normalize", which the weights need')
         if input_cfg.INTERPOLATION != want["interpolation"]:
             problems.append(f'INPUT.INTERPOLATION "{input_cfg.INTERPOLATION}" is not the weights\' '
                             f'"{want["interpolation"]}"')
