@@ -192,7 +192,9 @@ def test_offline_default_weights_give_one_line_naming_the_file_and_key(monkeypat
 def test_missing_weights_file_names_it_and_the_key():
     with pytest.raises(BackboneError) as exc:
         resolve_backbone("RN50", pretrained_tag="/nowhere/RN50.pt")
-    assert '"/nowhere/RN50.pt"' in str(exc.value) and "MODEL.BACKBONE.PRETRAINED_TAG" in str(exc.value)
+    msg = str(exc.value)
+    assert '"/nowhere/RN50.pt"' in msg and "MODEL.BACKBONE.PRETRAINED_TAG" in msg
+    assert "copy RN50.pt (OpenAI's file, https://openaipublic" in msg
     with pytest.raises(BackboneError, match='"no-such-tag" is neither a pretrained tag of RN50-quickgelu'):
         resolve_backbone("RN50", pretrained_tag="no-such-tag")
     with pytest.raises(BackboneError, match='tag of open_clip\'s "ViT-B-16" \\(GELU\\): set MODEL.BACKBONE.NAME ViT-B-16'):

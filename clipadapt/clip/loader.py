@@ -121,7 +121,9 @@ def resolve_backbone(name, pretrained=True, pretrained_tag=""):
         return BackboneSpec(arch, path, f"{arch}:file:{_file_identity(path)}", name)
     if not open_clip.get_pretrained_cfg(arch, tag):
         if _looks_like_path(tag):
-            raise BackboneError(f'Weights file "{tag}" (MODEL.BACKBONE.PRETRAINED_TAG) does not exist. Copy the file '
+            default_cfg = open_clip.get_pretrained_cfg(arch, default_tag) if default_tag else {}
+            what = f"copy {_weights_source(default_cfg)[0]}" if default_cfg else "copy the weights file"
+            raise BackboneError(f'Weights file "{tag}" (MODEL.BACKBONE.PRETRAINED_TAG) does not exist: {what} '
                                 "there, or point MODEL.BACKBONE.PRETRAINED_TAG at where it is.")
         tags = open_clip.list_pretrained_tags_by_model(arch)
         plain = arch[:-len("-quickgelu")] if arch.endswith("-quickgelu") else ""
@@ -185,16 +187,23 @@ def _download(spec):
         reason = "open_clip found no file for it"
     if path and osp.isfile(path):
         return path
+    source, filename = _weights_source(cfg)
+    raise BackboneError(
+        f'Cannot get the "{spec.weights}" weights of {spec.name or spec.arch} ({_clip(reason)}). Without internet '
+        f"access: copy {source} to this machine and set MODEL.BACKBONE.PRETRAINED_TAG /path/to/{filename}.")
+
+
+def _clip(text, limit=300):
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _weights_source(cfg):
+    """(where a tag's weights come from, the file name) for messages that say what to copy."""
     url, hub = cfg.get("url", ""), cfg.get("hf_hub", "")
     if url:
         filename = osp.basename(url)
-        source = f"{filename} (OpenAI's file, {url})" if "openaipublic" in url else f"{filename} ({url})"
-    else:
-        source = f"open_clip_model.safetensors from https://huggingface.co/{hub.rstrip('/')}"
-        filename = "open_clip_model.safetensors"
-    raise BackboneError(
-        f'Cannot get the "{spec.weights}" weights of {spec.name or spec.arch} ({reason[:200]}). Without internet '
-        f"access: copy {source} to this machine and set MODEL.BACKBONE.PRETRAINED_TAG /path/to/{filename}.")
+        return (f"{filename} (OpenAI's file, {url})" if "openaipublic" in url else f"{filename} ({url})"), filename
+    return f"open_clip_model.safetensors from https://huggingface.co/{hub.rstrip('/')}", "open_clip_model.safetensors"
 
 
 def _load_state(model, state, path, arch, name):
