@@ -19,7 +19,7 @@ import open_clip.pretrained
 import pytest
 import torch
 
-from clipadapt.clip import TextEncoder, load_clip
+from clipadapt.clip import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES_SELECT, TextEncoder, load_clip
 from clipadapt.clip.weights import OPENAI_NON_WEIGHT_KEYS, read_torchscript_archive
 
 # OpenAI's CLIP(...) arguments of the released models (from the shapes of their weights).
@@ -86,6 +86,20 @@ def openai_tokens(texts):
         ids = [sot] + tokenizer.encode(text) + [eot]
         out[i, :len(ids)] = torch.tensor(ids)
     return out
+
+
+# Class names that exercise the tokenizer's cleaning (ftfy, HTML entities, accents, case, spacing, punctuation).
+TRICKY_NAMES = ["crème brûlée", "jack-o'-lantern", "T-shirt", "Würzburg  Residence", "ApplyEyeMakeUp", "Abyssinian",
+                "Annual Crop Land", "rock &amp; roll", "mÃ©tro", "sea_lion", "7-Up can", "Boeing 737-800", "face (easy)",
+                "   leading and trailing   ", "“quoted”", "naïve café", "0.5 mm pencil", "x" * 120]
+
+
+def test_tokenizer_equals_openai_clip_tokenize():
+    """open_clip's tokenizer of the CoOp names gives OpenAI's clip.tokenize ids (truncated prompts
+    aside: OpenAI raises on them) for every CoOp template and ensemble template."""
+    tokenizer = load_clip("ViT-B/16", pretrained=False)[1]
+    prompts = [t.format(n) for t in list(CUSTOM_TEMPLATES.values()) + IMAGENET_TEMPLATES_SELECT for n in TRICKY_NAMES]
+    torch.testing.assert_close(tokenizer(prompts), openai_tokens(prompts), rtol=0, atol=0)
 
 
 def write_torchscript_archive(model, path):
