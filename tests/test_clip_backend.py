@@ -197,7 +197,8 @@ def test_missing_weights_file_names_it_and_the_key():
     assert "copy RN50.pt (OpenAI's file, https://openaipublic" in msg
     with pytest.raises(BackboneError, match='"no-such-tag" is neither a pretrained tag of RN50-quickgelu'):
         resolve_backbone("RN50", pretrained_tag="no-such-tag")
-    with pytest.raises(BackboneError, match='tag of open_clip\'s "ViT-B-16" \\(GELU\\): set MODEL.BACKBONE.NAME ViT-B-16'):
+    gelu_tag = 'tag of open_clip\'s "ViT-B-16" \\(GELU\\): set MODEL.BACKBONE.NAME ViT-B-16'
+    with pytest.raises(BackboneError, match=gelu_tag):
         resolve_backbone("ViT-B/16", pretrained_tag="laion2b_s34b_b88k")
 
 

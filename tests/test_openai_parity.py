@@ -90,7 +90,8 @@ def openai_tokens(texts):
 
 # Class names that exercise the tokenizer's cleaning (ftfy, HTML entities, accents, case, spacing, punctuation).
 TRICKY_NAMES = ["crème brûlée", "jack-o'-lantern", "T-shirt", "Würzburg  Residence", "ApplyEyeMakeUp", "Abyssinian",
-                "Annual Crop Land", "rock &amp; roll", "mÃ©tro", "sea_lion", "7-Up can", "Boeing 737-800", "face (easy)",
+                "Annual Crop Land", "rock &amp; roll", "mÃ©tro", "sea_lion", "7-Up can", "Boeing 737-800",
+                "face (easy)",
                 "   leading and trailing   ", "“quoted”", "naïve café", "0.5 mm pencil", "x" * 120]
 
 
