@@ -289,6 +289,16 @@ def test_file_of_another_architecture_is_named_and_openai_file_as_name_is_recogn
         assert torch.equal(model.state_dict()[key], value.to(model.state_dict()[key].dtype)), key
 
 
+def test_every_coop_architecture_is_recognised_from_its_tensor_shapes():
+    """What lets MODEL.BACKBONE.NAME be OpenAI's file, and names the architecture a wrong file holds."""
+    from clipadapt.clip.loader import _coop_name_of
+    for name, arch in COOP_NAMES.items():
+        with torch.device("meta"):  # shapes only, no memory
+            model = open_clip.create_model(arch, pretrained=None, device="meta")
+        assert _coop_name_of(model.state_dict()) == name
+    assert _coop_name_of({"visual.proj": torch.zeros(2, 2)}) is None
+
+
 def test_open_clip_and_project_checkpoints_read_to_the_plain_state_dict(tmp_path):
     torch.manual_seed(0)
     register_model_configs()
