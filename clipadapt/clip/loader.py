@@ -220,7 +220,7 @@ def _load_state(model, state, path, arch, name):
         if held and COOP_NAMES[held] != arch:
             hint = f"it holds {held} weights: set MODEL.BACKBONE.NAME {held}"
         else:
-            lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             hint = "; ".join(lines[1:3])[:300] or lines[0][:300]
         raise BackboneError(f'"{path}" does not hold weights of {name or arch} ({arch}): {hint}.') from None
 
@@ -252,6 +252,11 @@ def _create(spec):
                                 "set MODEL.BACKBONE.NAME to its architecture and MODEL.BACKBONE.PRETRAINED_TAG "
                                 "to the file.")
         arch = COOP_NAMES[name]
+    elif arch in COOP_NAMES.values():  # a file of another OpenAI architecture: say so before building the model
+        held = _coop_name_of(state)
+        if held and COOP_NAMES[held] != arch:
+            raise BackboneError(f'"{path}" does not hold weights of {name or arch} ({arch}): it holds {held} '
+                                f"weights: set MODEL.BACKBONE.NAME {held}.")
     model = _new_model(arch)
     _load_state(model, state, path, arch, name)
     if spec.preprocess:
