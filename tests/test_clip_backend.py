@@ -75,6 +75,7 @@ def test_backbone_names_resolve():
     # open_clip names keep open_clip's config; a tag trained with QuickGELU builds the "-quickgelu" twin
     assert resolve_backbone("ViT-B-16", pretrained_tag="laion2b_s34b_b88k").arch == "ViT-B-16"
     assert resolve_backbone("ViT-B-16", pretrained_tag="openai").arch == "ViT-B-16-quickgelu"
+    assert resolve_backbone("ViT-B-16", pretrained_tag="openai").identity == resolve_backbone("ViT-B/16").identity
     assert resolve_backbone("ViT-B-32", pretrained_tag="laion400m_e32").arch == "ViT-B-32-quickgelu"
     with pytest.raises(ValueError, match="Did you mean"):
         resolve_backbone("ViT-B/61")
