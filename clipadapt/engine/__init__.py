@@ -9,6 +9,7 @@ pickle a scheduler object and so fail `torch.load(weights_only=True)`, `load_mod
 Dassl).
 """
 import os
+import sys
 
 from .builtin.config import get_cfg_default as _builtin_cfg_default
 from .builtin.evaluator import Classification, EvaluatorBase
@@ -21,6 +22,22 @@ from .builtin.utils import (AverageMeter, MetricMeter, atomic_torch_save, collec
 _choice = os.environ.get("CLIPADAPT_ENGINE", "auto").lower()
 if _choice not in ("auto", "builtin", "dassl"):
     raise ValueError(f'CLIPADAPT_ENGINE="{_choice}" is not one of auto, builtin, dassl')
+
+
+def patch_bound_names(package, replacements):
+    """Rebind, in every loaded module of `package`, each attribute that is (identically) a key of
+    `replacements` to its value; returns the "module.name" strings patched."""
+    patched = []
+    by_id = {id(old): new for old, new in replacements.items()}
+    for mod_name, module in list(sys.modules.items()):
+        if module is None or not (mod_name == package or mod_name.startswith(package + ".")):
+            continue
+        for attr, value in list(vars(module).items()):
+            if id(value) in by_id and any(value is old for old in replacements):
+                setattr(module, attr, by_id[id(value)])
+                patched.append(f"{mod_name}.{attr}")
+    return patched
+
 
 ENGINE = "builtin"
 if _choice != "builtin":
@@ -39,14 +56,15 @@ if ENGINE == "dassl":
     from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
     from dassl.engine import TRAINER_REGISTRY, SimpleTrainer, TrainerX
     from dassl.evaluation import EVALUATOR_REGISTRY
-    import dassl.optim
+    import dassl.optim.lr_scheduler
     import dassl.utils.torchtools
 
-    # Shims: our warmup schedulers (no `verbose`, plain-data state) and our safe loader.
-    dassl.optim.build_lr_scheduler = build_lr_scheduler
-    dassl.optim.lr_scheduler.build_lr_scheduler = build_lr_scheduler
-    dassl.utils.torchtools.load_checkpoint = load_checkpoint
-    dassl.utils.load_checkpoint = load_checkpoint
+    # Shims: our warmup schedulers (no `verbose`, plain-data state) and our safe loader. Dassl's
+    # modules bound the old functions by name at import (`from dassl.optim import build_lr_scheduler`
+    # in dassl.engine.trainer and every da/dg/ssl trainer), so every loaded dassl module that holds
+    # one of them gets ours; modules imported later read the patched package attributes.
+    patch_bound_names("dassl", {dassl.optim.lr_scheduler.build_lr_scheduler: build_lr_scheduler,
+                                dassl.utils.torchtools.load_checkpoint: load_checkpoint})
 
     def get_cfg_default():
         """Dassl's defaults plus the keys our built-in config adds (feature cache, subsampling)."""

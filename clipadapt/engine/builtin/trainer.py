@@ -50,6 +50,12 @@ def load_training_checkpoint(fpath, expected, hint=""):
     return checkpoint
 
 
+def non_persistent_buffer_names(model):
+    """Qualified names of the buffers `model` registered with persistent=False."""
+    return {f"{prefix}.{b}" if prefix else b for prefix, module in model.named_modules()
+            for b in module._non_persistent_buffers_set}
+
+
 def resume_pointers(directory):
     """{model name: checkpoint file} named by the `<directory>/<model>/checkpoint` pointer files."""
     pointers = {}
@@ -173,9 +179,16 @@ class CheckpointMixin:
         return load_training_checkpoint(fpath, self.checkpoint_meta(), hint)
 
     def load_state_into(self, name, state_dict, fpath):
-        """Load a checkpoint's tensors into a registered model (strict; subclasses may relax)."""
+        """Load a checkpoint's tensors into a registered model (strict; subclasses may relax).
+
+        Entries naming buffers the model does not save (persistent=False: the class-token embeddings
+        `token_prefix` / `token_suffix` that CoOp's checkpoints carry) are dropped, as CoOp's
+        load_model does: they are rebuilt from this run's class names."""
+        model = self._models[name]
+        derived = non_persistent_buffer_names(model)
+        state_dict = OrderedDict((k, v) for k, v in state_dict.items() if k not in derived)
         try:
-            self._models[name].load_state_dict(state_dict)
+            model.load_state_dict(state_dict)
         except RuntimeError as exc:
             raise CheckpointError(f'Checkpoint "{fpath}" does not fit model "{name}" of this run: {exc}') from exc
 
