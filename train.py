@@ -71,7 +71,8 @@ def setup_cfg(args):
 def check_checkpoint_file(fpath, cfg, hint=""):
     """Load a checkpoint safely (weights_only) and check it was saved by this trainer and backbone."""
     try:
-        load_training_checkpoint(fpath, {"trainer": cfg.TRAINER.NAME, "backbone": cfg.MODEL.BACKBONE.NAME}, hint)
+        load_training_checkpoint(fpath, {"trainer": cfg.TRAINER.NAME, "backbone": cfg.MODEL.BACKBONE.NAME}, hint,
+                                 verbose=False)  # the trainer's load says what it skipped
     except CheckpointError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -242,3 +242,76 @@ def test_dassl_shim_rebinds_names_bound_at_import(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}", CLIPADAPT_ENGINE="dassl")
     proc = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+# ----- CoOp's published few-shot recipe ------------------------------------------------------------
+
+# CoOp's configs/trainers/CoOp/*.yaml and COOP.md: the same recipe at every epoch count.
+COOP_RECIPE = {"DATALOADER.TRAIN_X.BATCH_SIZE": 32, "DATALOADER.TEST.BATCH_SIZE": 100, "OPTIM.NAME": "sgd",
+               "OPTIM.LR": 0.002, "OPTIM.LR_SCHEDULER": "cosine", "OPTIM.WARMUP_EPOCH": 1,
+               "OPTIM.WARMUP_TYPE": "constant", "OPTIM.WARMUP_CONS_LR": 1e-5, "INPUT.INTERPOLATION": "bicubic",
+               "INPUT.TRANSFORMS": ["random_resized_crop", "random_flip", "normalize"],
+               "TRAINER.COOP.N_CTX": 16, "TRAINER.COOP.CSC": False, "TRAINER.COOP.CLASS_TOKEN_POSITION": "end"}
+COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}  # COOP.md; ImageNet: 50 at every shot count
+
+
+def launched_runs(tmp_path, dataset, env=None):
+    """What scripts/coop/few_shot.sh launches: (shots, seed) -> (config file, output dir), read from
+    the arguments train.py would get (a `python` on PATH that records them)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    record = tmp_path / f"calls-{dataset}.txt"
+    (bin_dir / "python").write_text(f'#!/usr/bin/env bash\necho "$@" >> "{record}"\n')
+    (bin_dir / "python").chmod(0o755)
+    run_env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OUTPUT=str(tmp_path / "out"),
+                   **(env or {}))
+    proc = subprocess.run(["bash", "scripts/coop/few_shot.sh", dataset], cwd=REPO, capture_output=True, text=True,
+                          env=run_env)
+    assert proc.returncode == 0, proc.stderr
+    runs = {}
+    for line in record.read_text().splitlines():
+        args = line.split()
+        opts = dict(zip(args, args[1:]))  # each flag or key with the word after it
+        runs[(int(opts["DATASET.NUM_SHOTS"]), int(opts["--seed"]))] = (opts["--config-file"], opts["--output-dir"])
+    return runs
+
+
+def config_values(config_file, keys):
+    import datasets  # noqa: F401
+    import trainers  # noqa: F401
+    from clipadapt.config import build_config
+    cfg = build_config("CoOp", osp.join(REPO, "configs/datasets/caltech101.yaml"), osp.join(REPO, config_file), [], {})
+    values = {}
+    for key in keys:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        values[key] = list(node) if isinstance(node, (list, tuple)) else node
+    return values
+
+
+@pytest.mark.parametrize("dataset,backbone,env", [("caltech101", "RN50", {}), ("imagenet", "RN50", {}),
+                                                  ("eurosat", "ViT-B/16", {"CFG": "vit_b16"})])
+def test_few_shot_script_trains_coops_published_recipe_per_shot_count(tmp_path, dataset, backbone, env):
+    runs = launched_runs(tmp_path, dataset, env)
+    assert sorted(runs) == [(s, seed) for s in (1, 2, 4, 8, 16) for seed in (1, 2, 3)]
+    family = env.get("CFG", "rn50")
+    for (shots, seed), (config_file, out_dir) in runs.items():
+        values = config_values(config_file, list(COOP_RECIPE) + ["OPTIM.MAX_EPOCH", "MODEL.BACKBONE.NAME",
+                                                                 "TRAINER.COOP.CTX_INIT"])
+        epochs = 50 if dataset == "imagenet" else COOP_EPOCHS[shots]
+        assert values.pop("OPTIM.MAX_EPOCH") == epochs, (config_file, shots)
+        assert values.pop("MODEL.BACKBONE.NAME") == backbone
+        assert values.pop("TRAINER.COOP.CTX_INIT") == ""  # the paper's few-shot rows: random init, M = 16
+        assert values == COOP_RECIPE
+        # one folder per backbone config, as the few-shot table groups them
+        assert out_dir.endswith(f"fewshot/{dataset}/CoOp/{family}_{shots}shots/seed{seed}")
+
+
+def test_fixed_recipe_runs_the_given_config_everywhere(tmp_path):
+    runs = launched_runs(tmp_path, "caltech101", {"CFG": "vit_b16_ctxv1", "RECIPE": "fixed"})
+    assert {cfg for cfg, _ in runs.values()} == {"configs/trainers/CoOp/vit_b16_ctxv1.yaml"}
+    runs = launched_runs(tmp_path, "dtd", {"CFG": "vit_b16_ctxv1"})
+    assert runs[(1, 1)][0] == "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"
+    assert runs[(2, 1)][0] == "configs/trainers/CoOp/vit_b16_ep100_ctxv1.yaml"
+    assert runs[(16, 1)][0] == "configs/trainers/CoOp/vit_b16_ctxv1.yaml"

@@ -35,11 +35,11 @@ def checkpoint_mismatch(meta, expected, fpath):
     return None
 
 
-def load_training_checkpoint(fpath, expected, hint=""):
+def load_training_checkpoint(fpath, expected, hint="", verbose=True):
     """A checkpoint loaded safely (weights_only) that can serve a run described by `expected` (trainer,
     backbone, ...); CheckpointError naming the file and the problem otherwise, `hint` appended."""
     try:
-        checkpoint = load_checkpoint(fpath)
+        checkpoint = load_checkpoint(fpath, verbose=verbose)
     except (FileNotFoundError, RuntimeError) as exc:
         raise CheckpointError(f"{exc}{hint}") from exc
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -215,7 +215,7 @@ def _unsafe_load_error(fpath, exc):
     )
 
 
-def load_checkpoint(fpath):
+def load_checkpoint(fpath, verbose=True):
     """Load with weights_only=True: a checkpoint can never run code on load.
 
     A Dassl checkpoint whose optimizer/scheduler entries hold pickled torch.optim (or dassl.optim)
@@ -257,8 +257,9 @@ def load_checkpoint(fpath):
         raise RuntimeError(
             f'Cannot load checkpoint "{fpath}": it holds a pickled {stray} object outside its optimizer and '
             "scheduler entries; it is not loaded.")
-    print(f'Note: "{fpath}" holds pickled {", ".join(skippable)} objects in its {" and ".join(skipped)} '
-          "entries (a Dassl checkpoint); they were skipped without being run.")
+    if verbose:
+        print(f'Note: "{fpath}" holds pickled {", ".join(skippable)} objects in its {" and ".join(skipped)} '
+              "entries (a Dassl checkpoint); they were skipped without being run.")
     return checkpoint
 
 
