@@ -223,6 +223,21 @@ class SHIP(ClipTrainer):
             return self.adapter(features, text_features, self.logit_scale)
         return self.logit_scale * self.normalize(features) @ text_features.t()
 
+    # ----- data: the released code's loaders keep the last partial batch (drop_last=False) ----------
+    def build_data_loader(self):
+        super().build_data_loader()
+        self.train_loader_x = self.training_loader(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)  # stage 2
+
+    def training_loader(self, batch_size):
+        """Shuffled base-class training images (their cached-feature indices with FEATURES.CACHE), in
+        batches of `batch_size`, the last partial batch kept."""
+        if self.use_feature_cache:
+            return build_data_loader(self.cfg, "RandomSampler", self.dataset.train_x, batch_size, is_train=True,
+                                     dataset_wrapper=lambda cfg, data, transform=None, is_train=False:
+                                     IndexDataset(data), drop_last=False)
+        return build_data_loader(self.cfg, "RandomSampler", self.dataset.train_x, batch_size,
+                                 tfm=self.transform_train, is_train=True, drop_last=False)
+
     # ----- stage 1: the generator --------------------------------------------------------------------
     def before_train(self):
         super().before_train()  # resumes stage 2 when a checkpoint exists
@@ -239,13 +254,7 @@ class SHIP(ClipTrainer):
     def train_generator(self):
         node = self.method_cfg
         dataset = self.dataset.train_x
-        if self.use_feature_cache:
-            loader = build_data_loader(self.cfg, "RandomSampler", dataset, node.VAE_BATCH_SIZE, is_train=True,
-                                       dataset_wrapper=lambda cfg, data, transform=None, is_train=False:
-                                       IndexDataset(data))
-        else:
-            loader = build_data_loader(self.cfg, "RandomSampler", dataset, node.VAE_BATCH_SIZE,
-                                       tfm=self.transform_train, is_train=True)
+        loader = self.training_loader(node.VAE_BATCH_SIZE)
         print(f"SHIP stage 1: training the generator for {node.VAE_EPOCHS} epochs on {len(dataset)} base-class "
               f"images ({len(loader)} batches of {node.VAE_BATCH_SIZE})")
         self.vae.train()

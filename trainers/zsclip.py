@@ -1,7 +1,7 @@
 """ZeroshotCLIP (Radford et al., 2021): a hand-crafted prompt per class, no training."""
 import torch
 
-from clipadapt.clip import IMAGENET_TEMPLATES_SELECT, prompts_for
+from clipadapt.clip import IMAGENET_TEMPLATES_SELECT, prompts_for, template_for
 from clipadapt.engine import TRAINER_REGISTRY
 from clipadapt.trainer import ClipTrainer
 
@@ -14,7 +14,7 @@ class ZeroshotCLIP(ClipTrainer):
     def config_defaults(node):
         node.PREC = "fp16"
         node.TEMPLATE = ""  # "" = the dataset's CoOp template
-        node.ENSEMBLE = False  # True = average CoOp's 7 ImageNet templates (ZeroshotCLIP2)
+        node.ENSEMBLE = False  # True = CoOp's ZeroshotCLIP2: average the 7 ImageNet templates + the dataset's own
 
     def build_model(self):
         self.load_clip()
@@ -23,8 +23,12 @@ class ZeroshotCLIP(ClipTrainer):
     def classifier_weights(self, classnames):
         node = self.method_cfg
         if node.ENSEMBLE:
+            templates = list(IMAGENET_TEMPLATES_SELECT)
+            if self.cfg.DATASET.NAME != "ImageNet":  # as CoOp's ZeroshotCLIP2: every other dataset adds its own
+                templates.append(node.TEMPLATE or template_for(self.cfg.DATASET.NAME))
+            print(f"Prompt ensembling (n={len(templates)})")
             per_template = [self.encode_texts([t.format(c.replace("_", " ")) for c in classnames])
-                            for t in IMAGENET_TEMPLATES_SELECT]
+                            for t in templates]
             return self.normalize(torch.stack(per_template).mean(0))
         prompts = prompts_for(classnames, self.cfg.DATASET.NAME, node.TEMPLATE)
         print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")

@@ -20,7 +20,8 @@ CUSTOM_TEMPLATES = {
 }
 DEFAULT_TEMPLATE = "a photo of a {}."
 
-# The 7 templates CoOp's ZeroshotCLIP2 (and SHIP on ImageNet) ensemble.
+# The 7 templates CoOp's ZeroshotCLIP2 ensembles (on every dataset but ImageNet with the dataset's own
+# template added as an eighth; trainers/zsclip.py ENSEMBLE), and SHIP on ImageNet.
 IMAGENET_TEMPLATES_SELECT = [
     "itap of a {}.",
     "a bad photo of the {}.",

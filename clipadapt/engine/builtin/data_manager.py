@@ -72,7 +72,7 @@ class IndexDataset(Dataset):
 
 
 def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, batch_size=64, tfm=None,
-                      is_train=True, dataset_wrapper=None, generator=None):
+                      is_train=True, dataset_wrapper=None, generator=None, drop_last=None):
     if dataset_wrapper is None:
         dataset_wrapper = DatasetWrapper
     dataset = dataset_wrapper(cfg, data_source, transform=tfm, is_train=is_train)
@@ -88,7 +88,8 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        drop_last=is_train and len(data_source) >= batch_size,
+        # Dassl's rule unless the caller says (SHIP's released loaders keep the last partial batch).
+        drop_last=(is_train and len(data_source) >= batch_size) if drop_last is None else drop_last,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
         persistent_workers=num_workers > 0,
     )
