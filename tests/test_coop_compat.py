@@ -65,6 +65,7 @@ def test_coop_checkpoint_evaluates_to_the_accuracy_of_ours(shapes_root, tmp_path
     opts = ["OPTIM.MAX_EPOCH", "50", "DATASET.NUM_SHOTS", "1"]
     cfg = make_cfg("CoOp", COOP_CFG, shapes_root, tmp_path / "ours", opts)
     trainer = build_trainer(cfg)
+    untrained_accuracy = trainer.test()
     with torch.no_grad():  # trained-looking context: the init moved far enough to change predictions
         trainer.prompt_learner.ctx.add_(torch.randn(trainer.prompt_learner.ctx.shape, generator=torch.Generator().manual_seed(0)))
     trainer.save_model(49, str(tmp_path / "ours"))
@@ -84,9 +85,7 @@ def test_coop_checkpoint_evaluates_to_the_accuracy_of_ours(shapes_root, tmp_path
         accuracies[run] = result_accuracy(log)
     assert "skipped without being run" in proc.stdout and "CosineAnnealingLR" in proc.stdout
     assert accuracies["coop"] == accuracies["ours"]
-    untrained = tmp_path / "eval_untrained"
-    run_train(common("CoOp", COOP_CFG, shapes_root, untrained) + ["--eval-only"] + TINY_OPTS + opts)
-    assert result_accuracy((untrained / "log.txt").read_text()) != accuracies["ours"]  # the weights mattered
+    assert round(untrained_accuracy, 1) != accuracies["ours"]  # the loaded weights decide the result
 
 
 class Payload:

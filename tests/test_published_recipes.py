@@ -2,6 +2,7 @@
 ZeroshotCLIP2 ensemble (the dataset's own template added on every dataset but ImageNet)."""
 import math
 
+import pytest
 import torch
 
 from conftest import make_cfg
@@ -50,9 +51,10 @@ def test_ship_imagenet_config_crops_as_the_released_imagenet_script():
     assert tuple(cfgs["vit_b16"].INPUT.RRCROP_SCALE) == (0.5, 1.0)
 
 
-def test_zeroshot_ensemble_adds_the_dataset_template_except_on_imagenet(shapes_root, tmp_path):
+@pytest.mark.parametrize("trainer,config", [("ZeroshotCLIP", "vit_b16_ensemble"), ("ZeroshotCLIP2", "vit_b16")])
+def test_zeroshot_ensemble_adds_the_dataset_template_except_on_imagenet(shapes_root, tmp_path, trainer, config):
     from clipadapt.clip import IMAGENET_TEMPLATES_SELECT
-    zs = build("ZeroshotCLIP", "configs/trainers/ZeroshotCLIP/vit_b16_ensemble.yaml", shapes_root, tmp_path)
+    zs = build(trainer, f"configs/trainers/ZeroshotCLIP/{config}.yaml", shapes_root, tmp_path)
     names = zs.classnames
 
     def ensemble(templates):  # by hand: unit-norm features per template, averaged, renormalized

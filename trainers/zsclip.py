@@ -39,3 +39,13 @@ class ZeroshotCLIP(ClipTrainer):
 
     def train(self):
         raise RuntimeError("ZeroshotCLIP has nothing to train; run it with --eval-only.")
+
+
+@TRAINER_REGISTRY.register()
+class ZeroshotCLIP2(ZeroshotCLIP):
+    """CoOp's name for the prompt ensemble: ZeroshotCLIP with TRAINER.ZSCLIP.ENSEMBLE True."""
+
+    @staticmethod
+    def config_defaults(node):
+        ZeroshotCLIP.config_defaults(node)
+        node.ENSEMBLE = True
