@@ -67,7 +67,8 @@ def test_coop_checkpoint_evaluates_to_the_accuracy_of_ours(shapes_root, tmp_path
     trainer = build_trainer(cfg)
     untrained_accuracy = trainer.test()
     with torch.no_grad():  # trained-looking context: the init moved far enough to change predictions
-        trainer.prompt_learner.ctx.add_(torch.randn(trainer.prompt_learner.ctx.shape, generator=torch.Generator().manual_seed(0)))
+        ctx = trainer.prompt_learner.ctx
+        ctx.add_(torch.randn(ctx.shape, generator=torch.Generator().manual_seed(0)))
     trainer.save_model(49, str(tmp_path / "ours"))
     ctx = trainer.prompt_learner.ctx.detach().clone()
     n_cls = len(trainer.classnames)
@@ -223,7 +224,8 @@ def test_dassl_shim_rebinds_names_bound_at_import(tmp_path):
         path.write_text(text)
     check = textwrap.dedent("""\
         import clipadapt.engine as E
-        import dassl.engine.trainer as T, dassl.engine.da.dann as D, dassl.optim, dassl.utils, dassl.utils.torchtools as TT
+        import dassl.engine.trainer as T, dassl.engine.da.dann as D, dassl.optim, dassl.utils
+        import dassl.utils.torchtools as TT
         from clipadapt.engine.builtin.optim import build_lr_scheduler
         from clipadapt.engine.builtin.utils import load_checkpoint
         assert E.ENGINE == "dassl"

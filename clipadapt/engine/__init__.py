@@ -6,7 +6,8 @@ register into Dassl; the optimizer/scheduler builders, checkpoint I/O and evalua
 is the shim for Dassl's faults on current torch (schedulers passing `verbose`, checkpoints that
 pickle a scheduler object and so fail `torch.load(weights_only=True)`, `load_model` crashing on a
 `None` val_result). The shim rebinds the names in every loaded dassl module, since Dassl's modules
-import them by name (`dassl.engine.trainer` and each of its da/dg/ssl trainers). Set CLIPADAPT_ENGINE=builtin to force the built-in engine (or =dassl to require
+import them by name (`dassl.engine.trainer` and each of its da/dg/ssl trainers).
+Set CLIPADAPT_ENGINE=builtin to force the built-in engine (or =dassl to require
 Dassl).
 """
 import os
