@@ -33,7 +33,7 @@ import torch
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from clipadapt.clip import PromptLearner, TextEncoder, load_clip  # noqa: E402
+from clipadapt.clip import PromptLearner, TextEncoder, compute_dtype, load_clip  # noqa: E402
 
 
 def sync(device):
@@ -92,7 +92,7 @@ def bench_encoder(args, device):
 
     ours, _, _ = load_clip(arch, pretrained=False, device=device, prec="bf16" if device.type == "cuda" else "fp32")
     visual = torch.compile(ours.visual) if args.compile else ours.visual
-    x = images.to(ours.logit_scale.dtype)
+    x = images.to(compute_dtype(ours.visual))
     def run_ours():
         with torch.no_grad():
             visual(x)
@@ -117,7 +117,7 @@ def bench_coop_step(args, device):
     model, tokenizer, _ = load_clip(arch, pretrained=False, device=device,
                                     prec="bf16" if device.type == "cuda" else "fp32")
     names = imagenet_like_classnames(n_cls)
-    images = torch.randn(batch, 3, size, size, device=device, dtype=model.logit_scale.dtype)
+    images = torch.randn(batch, 3, size, size, device=device, dtype=compute_dtype(model.visual))
     labels = torch.randint(0, n_cls, (batch,), device=device)
     cached = torch.randn(batch, model.visual.output_dim, device=device)
 

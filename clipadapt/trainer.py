@@ -15,8 +15,8 @@ import os.path as osp
 import torch
 import torch.nn.functional as F
 
-from .clip import (TextEncoder, check_input_config, embed_dim, input_size, load_clip_from_cfg, precision_dtype,
-                   state_dict_digest)
+from .clip import (TextEncoder, check_input_config, compute_dtype, embed_dim, input_size, load_clip_from_cfg,
+                   precision_dtype, precision_key, state_dict_digest)
 from .engine import CheckpointMixin, TrainerX, build_transform
 from .engine.builtin.evaluator import GZSLClassification
 from .engine.builtin.data_manager import IndexDataset, build_data_loader
@@ -146,7 +146,7 @@ class ClipTrainer(*_BASES):
 
     def encode_images(self, images):
         with torch.no_grad(), self.autocast():
-            return self._image_encoder(images.to(self.clip_model.logit_scale.dtype)).float()
+            return self._image_encoder(images.to(compute_dtype(self.clip_model.visual))).float()
 
     def encode_texts(self, texts):
         """Unit-norm features of fixed prompts (computed once by the caller, never per step)."""
@@ -166,7 +166,7 @@ class ClipTrainer(*_BASES):
         key = feature_key(
             dataset=self.cfg.DATASET.NAME, split=split, images=image_list_digest(data, self.cfg.DATASET.ROOT),
             backbone=self.backbone.identity, transform=repr(transform), view_seed=view_seed,
-            prec=str(precision_dtype(self.prec, self.device)),
+            prec=precision_key(self.prec, self.device),
         )
         cache = FeatureCache(self.cfg.FEATURES.CACHE_DIR)
         what = f"{split} view {view}" if view is not None else split

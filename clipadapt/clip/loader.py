@@ -169,9 +169,20 @@ def quiet_open_clip():
         logging.disable(previous)
 
 
-def _new_model(arch):
+# open_clip's precision names for the dtypes frozen weights are kept in.
+OPEN_CLIP_PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def _new_model(arch, dtype=torch.float32):
+    """open_clip's `arch` with random weights, fp32 or in OpenAI's mixed low-precision layout.
+
+    fp16/bf16 is open_clip's precision "fp16"/"bf16", which is the layout OpenAI's `convert_weights`
+    gives (CoOp's default PREC fp16): conv, linear and attention weights and biases and the text and
+    image projections in `dtype`; LayerNorm (LayerNormFp32: computes in fp32 and casts back),
+    embeddings, BatchNorm and logit_scale in fp32.
+    """
     with quiet_open_clip():
-        return open_clip.create_model(arch, pretrained=None)
+        return open_clip.create_model(arch, pretrained=None, precision=OPEN_CLIP_PRECISION[dtype])
 
 
 def _download(spec):
@@ -234,13 +245,13 @@ def _coop_name_of(state):
     return None
 
 
-def _create(spec):
+def _create(spec, dtype=torch.float32):
     """(model, arch, preprocess) for a spec; fills in what a weights file says about itself."""
     if spec.weights is None:
-        return _new_model(spec.arch), spec.arch, None
+        return _new_model(spec.arch, dtype), spec.arch, None
     path = spec.weights if osp.isfile(str(spec.weights)) else _download(spec)
     if path.endswith((".npz", ".npy")):  # big_vision (SigLIP) weights: open_clip's own converter reads them
-        model = _new_model(spec.arch)
+        model = _new_model(spec.arch, dtype)
         open_clip.load_checkpoint(model, path)
         return model, spec.arch, spec.preprocess or _file_preprocess({})
     state, file_arch, meta = read_weights(path)
@@ -257,8 +268,8 @@ def _create(spec):
         if held and COOP_NAMES[held] != arch:
             raise BackboneError(f'"{path}" does not hold weights of {name or arch} ({arch}): it holds {held} '
                                 f"weights: set MODEL.BACKBONE.NAME {held}.")
-    model = _new_model(arch)
-    _load_state(model, state, path, arch, name)
+    model = _new_model(arch, dtype)
+    _load_state(model, state, path, arch, name)  # rounds to the low-precision weights as OpenAI's build_model does
     if spec.preprocess:
         preprocess = spec.preprocess
     elif name in COOP_NAMES:
@@ -269,7 +280,12 @@ def _create(spec):
 
 
 def precision_dtype(prec, device):
-    """The dtype frozen CLIP weights are kept in, and whether autocast runs around them."""
+    """(dtype of the frozen CLIP's low-precision weights, whether autocast runs around it) for a PREC.
+
+    As CoOp (which builds OpenAI's CLIP with `convert_weights`): fp16 keeps that model, whose conv,
+    linear and attention weights are fp16 and whose LayerNorms compute in fp32; fp32 and amp use the
+    model in fp32 (`clip_model.float()`), amp under fp16 autocast. bf16 is the fp16 layout in bf16.
+    """
     if prec not in PRECISIONS:
         raise BackboneError(f'Precision "{prec}" is not one of {PRECISIONS}')
     if torch.device(device).type != "cuda" and prec in ("fp16", "amp"):
@@ -277,16 +293,45 @@ def precision_dtype(prec, device):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}[prec], prec == "amp"
 
 
-def load_clip(name, pretrained=True, pretrained_tag="", device="cpu", prec="fp32"):
-    """Returns (model, tokenizer, spec): a frozen open_clip CLIP in eval mode on `device`."""
+def precision_key(prec, device):
+    """Names the numbers PREC gives on `device` (for feature-cache keys): the weights' dtype, autocast,
+    and for fp16/bf16 the layout (LayerNorm in fp32, since this replaced a fully cast model)."""
+    dtype, use_amp = precision_dtype(prec, device)
+    key = str((dtype, use_amp))
+    return key if dtype == torch.float32 else f"{key} openai-mixed"
+
+
+def compute_dtype(module):
+    """The dtype inputs of a CLIP tower are cast to: that of its first convolution or linear weight, as
+    OpenAI's CLIP casts images and token embeddings to `clip_model.dtype` (`visual.conv1.weight.dtype`).
+    Not that of `positional_embedding` or `logit_scale`, which stay fp32 in the fp16/bf16 layout."""
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+            return layer.weight.dtype
+    return next(module.parameters()).dtype
+
+
+def build_clip(name, pretrained=True, pretrained_tag="", dtype=torch.float32):
+    """Returns (model, tokenizer, spec): a frozen open_clip CLIP in eval mode on the CPU, in fp32 or in
+    OpenAI's fp16/bf16 layout (`dtype`) whatever the device it will run on (`load_clip` picks the
+    dtype from PREC and the device; tests build CoOp's fp16 model on a CPU with this)."""
+    if dtype not in OPEN_CLIP_PRECISION:
+        raise BackboneError(f"CLIP weights dtype {dtype} is not one of {list(OPEN_CLIP_PRECISION)}")
     spec = resolve_backbone(name, pretrained, pretrained_tag)
-    model, spec.arch, spec.preprocess = _create(spec)
-    dtype, _ = precision_dtype(prec, device)
-    model = model.to(device=device, dtype=dtype).eval()
+    model, spec.arch, spec.preprocess = _create(spec, dtype)
+    model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(spec.arch)
     return model, tokenizer, spec
+
+
+def load_clip(name, pretrained=True, pretrained_tag="", device="cpu", prec="fp32"):
+    """Returns (model, tokenizer, spec): a frozen open_clip CLIP in eval mode on `device`, its weights
+    as PREC `prec` keeps them there (`precision_dtype`)."""
+    dtype, _ = precision_dtype(prec, device)
+    model, tokenizer, spec = build_clip(name, pretrained, pretrained_tag, dtype)
+    return model.to(device), tokenizer, spec
 
 
 def input_size(clip_model):

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .loader import compute_dtype
+
 
 def eot_positions(tokenized):
     """EOT index per prompt: the EOT token has the largest id in CLIP's vocabulary."""
@@ -29,7 +31,8 @@ class TextEncoder(nn.Module):
 
     @property
     def dtype(self):
-        return self.positional_embedding.dtype
+        """The transformer's weight dtype (fp16 in CoOp's fp16; positional_embedding stays fp32 there)."""
+        return compute_dtype(self.transformer)
 
     def forward(self, prompts, tokenized):
         """prompts: (n, L, width) token embeddings; tokenized: (n, L) ids. Returns (n, embed_dim)."""
