@@ -22,5 +22,7 @@ setup(
     ],
     # openai-clip: OpenAI's own CLIP code, the reference of tests/test_openai_parity.py (its clip/model.py
     # and simple_tokenizer.py are loaded by file; ftfy and regex are what the tokenizer imports).
-    extras_require={"test": ["pytest", "scipy", "openai-clip", "ftfy", "regex"], "plot": ["matplotlib"], "gzsl": ["scipy"]},
+    # scikit-learn: LinearProbeCLIP's solver (extra "linear_probe" for users, and the tests).
+    extras_require={"test": ["pytest", "scipy", "openai-clip", "ftfy", "regex", "scikit-learn"],
+                    "plot": ["matplotlib"], "gzsl": ["scipy"], "linear_probe": ["scikit-learn"]},
 )
