@@ -1,5 +1,8 @@
 """CLIP-Adapter: the adapter's arithmetic, ratio 0 = zero-shot CLIP, D read from the backbone,
-only the adapter trains, and base -> new evaluation from a saved checkpoint."""
+only the adapter trains, base -> new evaluation from a saved checkpoint, and the learned ratios
+(RatioNet) by hand."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,9 +10,10 @@ import torch.nn.functional as F
 from conftest import TINY_OPTS, make_cfg, run_train
 
 from clipadapt.clip import embed_dim
-from trainers.clip_adapter import AdaptedClassifier, Adapter, adapter_logits, residual_blend
+from trainers.clip_adapter import AdaptedClassifier, Adapter, RatioNet, adapter_logits, residual_blend
 
 CFG = "configs/trainers/CLIPAdapter/vit_b16_base2new.yaml"
+LEARNED_CFG = "configs/trainers/CLIPAdapter/vit_b16_base2new_learned_ratio.yaml"
 ZS_CFG = "configs/trainers/ZeroshotCLIP/vit_b16.yaml"
 
 
@@ -125,7 +129,8 @@ def test_shapes_config_matches_the_builtin_world():
     from clipadapt.config import build_config
     cfg = build_config("CLIPAdapter", "configs/datasets/shapes.yaml", "configs/trainers/CLIPAdapter/shapes.yaml")
     assert cfg.MODEL.BACKBONE.NAME == "shapes-clip" and tuple(cfg.INPUT.SIZE) == (32, 32)
-    for name in ("vit_b16", "rn50", "vit_b16_base2new", "rn50_base2new"):
+    for name in ("vit_b16", "rn50", "vit_b16_base2new", "rn50_base2new", "rn50_learned_ratio",
+                 "vit_b16_base2new_learned_ratio"):
         cfg = build_config("CLIPAdapter", "", f"configs/trainers/CLIPAdapter/{name}.yaml")
         assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 32 and cfg.OPTIM.MAX_EPOCH in (50, 200)
 
@@ -149,3 +154,95 @@ def test_base_to_new_from_saved_checkpoint(shapes_root, tmp_path):
     assert "model.pth.tar-2" in log and "* total: 96" in log and "Finish training" not in log  # 24 new x 4
     assert "SUBSAMPLE NEW CLASSES!" in proc.stdout
     assert "a photo of a" in log and "D = 32" in log
+
+
+# ----- learned ratios (RatioNet) ----------------------------------------------------------------
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def hand_ratio_net():
+    net = RatioNet(4, reduction=2)
+    with torch.no_grad():
+        net.fc[0].weight.copy_(torch.tensor([[1., 1., 0., 0.], [1., -1., 0., 0.]]))
+        net.fc[0].bias.copy_(torch.tensor([0., 0.5]))
+        net.fc[2].weight.copy_(torch.tensor([[1., 0.], [0., -2.]]))
+        net.fc[2].bias.copy_(torch.tensor([-1., 0.]))
+    return net
+
+
+def test_ratio_net_forward_matches_hand_computation():
+    text = torch.tensor([[2., 0., 0., 0.], [0., 5., 0., 0.]])
+    # rows -> e1, e2; mean (1/2, 1/2, 0, 0) -> descriptor (1/sqrt2, 1/sqrt2, 0, 0)
+    # hidden = relu([sqrt2, 0 + 0.5]); out = [sqrt2 - 1, -2 * 0.5] -> sigmoid
+    alpha, beta = hand_ratio_net()(text)
+    assert alpha.item() == pytest.approx(sigmoid(math.sqrt(2) - 1), abs=1e-6)
+    assert beta.item() == pytest.approx(sigmoid(-1.0), abs=1e-6)
+    # the descriptor ignores each class feature's norm and the number of copies of the class list
+    assert torch.allclose(torch.stack(hand_ratio_net()(torch.cat([3 * text, text]))), torch.stack((alpha, beta)))
+
+
+def test_learned_ratios_enter_the_blend_as_alpha_and_beta():
+    torch.manual_seed(0)
+    clf = AdaptedClassifier(4, reduction=2, text=True, learn_ratio=True, ratio_reduction=2)
+    clf.ratio_net.load_state_dict(hand_ratio_net().state_dict())
+    x, text = torch.randn(3, 4), torch.tensor([[2., 0., 0., 0.], [0., 5., 0., 0.]])
+    alpha, beta = sigmoid(math.sqrt(2) - 1), sigmoid(-1.0)
+    expected = adapter_logits(x, text, 10.0, clf.visual, alpha, clf.text, beta)
+    assert torch.allclose(clf(x, text, 10.0), expected, atol=1e-6)
+
+
+def test_untrained_ratio_net_starts_at_the_configured_ratios():
+    torch.manual_seed(0)
+    learned = AdaptedClassifier(16, ratio=0.3, text=True, text_ratio=0.7, learn_ratio=True)
+    fixed = AdaptedClassifier(16, ratio=0.3, text=True, text_ratio=0.7)
+    fixed.load_state_dict({k: v for k, v in learned.state_dict().items() if not k.startswith("ratio_net.")})
+    f, w = torch.randn(5, 16), torch.randn(3, 16)
+    assert [r.item() for r in learned.ratios(w)] == pytest.approx([0.3, 0.7], abs=1e-6)
+    assert torch.allclose(learned(f, w, 5.0), fixed(f, w, 5.0), atol=1e-5)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        AdaptedClassifier(16, ratio=0.0, learn_ratio=True)
+
+
+def test_gradient_reaches_the_ratio_net_and_ratios_stay_in_0_1():
+    torch.manual_seed(0)
+    clf = AdaptedClassifier(16, ratio=0.5, text=True, text_ratio=0.5, learn_ratio=True)
+    f, w, y = torch.randn(8, 16), torch.randn(4, 16), torch.arange(8) % 4
+    optim = torch.optim.SGD(clf.parameters(), lr=0.5)
+    for step in range(3):
+        optim.zero_grad()
+        F.cross_entropy(clf(f, w, 10.0), y).backward()
+        if step == 0:  # the zero-initialised last layer gets a gradient at once, the first layer after it moves
+            assert clf.ratio_net.fc[2].bias.grad.abs().min() > 0 and clf.ratio_net.fc[2].weight.grad.abs().sum() > 0
+        optim.step()
+    assert clf.ratio_net.fc[0].weight.grad.abs().sum() > 0
+    alpha, beta = clf.ratios(w)
+    assert 0 < alpha.item() < 1 and 0 < beta.item() < 1 and abs(alpha.item() - 0.5) > 1e-4
+
+
+def test_learned_ratio_trains_saves_and_evaluates_on_new_classes(shapes_root, tmp_path):
+    opts = ["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "4", "DATALOADER.TRAIN_X.BATCH_SIZE", "16",
+            "OPTIM.WARMUP_EPOCH", "0", "OPTIM.LR", "0.5"]
+    base_dir = tmp_path / "train_base"
+    base = build_trainer("CLIPAdapter", LEARNED_CFG, shapes_root, base_dir, opts + ["DATASET.SUBSAMPLE_CLASSES", "base"])
+    assert base.method_cfg.LEARN_RATIO and base.method_cfg.RATIO == 0.2
+    start = base.classifier.ratios(base.train_text_weights)[0].item()
+    base.train()
+    trained = base.classifier.ratios(base.train_text_weights)[0].item()
+    assert start == pytest.approx(0.2, abs=1e-6) and trained != pytest.approx(0.2, abs=1e-5)  # learned in the loop
+    ckpt = torch.load(base_dir / "clip_adapter" / "model.pth.tar-1", weights_only=True)
+    assert {k for k in ckpt["state_dict"] if k.startswith("ratio_net.")} == {
+        "ratio_net.fc.0.weight", "ratio_net.fc.0.bias", "ratio_net.fc.2.weight", "ratio_net.fc.2.bias"}
+
+    new = build_trainer("CLIPAdapter", LEARNED_CFG, shapes_root, tmp_path / "test_new",
+                        opts + ["DATASET.SUBSAMPLE_CLASSES", "new"])
+    new.load_model(str(base_dir), epoch=1)
+    new.prepare_eval()
+    new_text = new.text_weights(new.classnames)
+    assert float(new.eval_ratio) == pytest.approx(base.classifier.ratios(new_text)[0].item(), abs=1e-6)
+    assert 0 < float(new.eval_ratio) < 1
+
+
+def test_learned_ratio_config_errors(shapes_root, tmp_path):
+    with pytest.raises(ValueError, match="RATIO = 1.0: with LEARN_RATIO"):
+        build_trainer("CLIPAdapter", LEARNED_CFG, shapes_root, tmp_path / "x", ["TRAINER.CLIP_ADAPTER.RATIO", "1.0"])

@@ -5,6 +5,11 @@ blended residually with the frozen features; CLIP stays frozen and only the adap
     W' = beta  * A_t(W) + (1 - beta)  * W            (optional text adapter, beta = TEXT_RATIO)
     logits = logit_scale * cos(f', W')
 
+The paper's option of learning alpha and beta per dataset with a small hyper-network is
+LEARN_RATIO (RatioNet below): (alpha, beta) = sigmoid(MLP(dataset descriptor)), the descriptor being
+the normalised mean of the class-prompt text features (docs/CLIPAdapter.md says what the paper leaves
+open and what we chose).
+
 W holds the text features of one hand-crafted prompt per class (CoOp's per-dataset template),
 computed once. The modules below work without the trainer (SHIP + CLIP-Adapter trains them on
 real and synthetic features):
@@ -50,6 +55,36 @@ class Adapter(nn.Module):
         return f"dim={self.dim}, reduction={self.reduction}, final_relu={self.final_relu}"
 
 
+class RatioNet(nn.Module):
+    """The hyper-network of the learned residual ratios: class text features -> (alpha, beta) in (0, 1).
+
+    Input: the dataset descriptor d = normalize(mean_c normalize(W_c)) of the (n_cls, D) classifier
+    weights, so the ratios are a property of the dataset (its class list), not of an image.
+    Linear(D -> D/r) -> ReLU -> Linear(D/r -> 2) -> sigmoid. The last layer starts at zero weight and
+    bias logit(init ratio), so an untrained RatioNet gives exactly the configured RATIO / TEXT_RATIO.
+    """
+
+    def __init__(self, dim, reduction=4, init_ratio=0.2, init_text_ratio=0.2):
+        super().__init__()
+        for name, value in (("init_ratio", init_ratio), ("init_text_ratio", init_text_ratio)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"RatioNet {name} = {value} must lie strictly between 0 and 1 (sigmoid output)")
+        hidden = max(dim // reduction, 1)
+        self.fc = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+        with torch.no_grad():
+            self.fc[2].weight.zero_()
+            self.fc[2].bias.copy_(torch.logit(torch.tensor([init_ratio, init_text_ratio])))
+
+    @staticmethod
+    def descriptor(text_weights):
+        """(n_cls, D) -> (D,): the unit-norm mean of the unit-norm class features."""
+        return F.normalize(F.normalize(text_weights, dim=-1).mean(0), dim=-1)
+
+    def forward(self, text_weights):
+        alpha, beta = torch.sigmoid(self.fc(self.descriptor(text_weights)))  # scalars in (0, 1)
+        return alpha, beta
+
+
 def residual_blend(features, adapter, ratio):
     """ratio * adapter(features) + (1 - ratio) * features; the features themselves without an adapter."""
     if adapter is None:
@@ -76,25 +111,38 @@ class AdaptedClassifier(nn.Module):
     some classes evaluates on any others (base -> new, GZSL, cross-dataset).
     """
 
-    def __init__(self, dim, ratio=0.2, reduction=4, final_relu=True, visual=True, text=False, text_ratio=0.2):
+    def __init__(self, dim, ratio=0.2, reduction=4, final_relu=True, visual=True, text=False, text_ratio=0.2,
+                 learn_ratio=False, ratio_reduction=4):
         super().__init__()
         self.visual = Adapter(dim, reduction, final_relu) if visual else None
         self.text = Adapter(dim, reduction, final_relu) if text else None
         self.ratio, self.text_ratio = ratio, text_ratio
+        # learned ratios: RatioNet's output replaces `ratio` / `text_ratio` (which become its starting values)
+        self.ratio_net = RatioNet(dim, ratio_reduction, ratio, text_ratio) if learn_ratio else None
 
-    def image_embedding(self, image_features):
-        """(B, D) -> unit-norm adapted image features."""
-        return F.normalize(residual_blend(image_features, self.visual, self.ratio), dim=-1)
+    def ratios(self, text_weights):
+        """(alpha, beta) for the class list `text_weights` (n_cls, D): fixed, or RatioNet's."""
+        if self.ratio_net is None:
+            return self.ratio, self.text_ratio
+        return self.ratio_net(text_weights)
 
-    def text_embedding(self, text_weights):
-        """(n_cls, D) -> unit-norm adapted classifier weights."""
-        return F.normalize(residual_blend(text_weights, self.text, self.text_ratio), dim=-1)
+    def image_embedding(self, image_features, ratio=None):
+        """(B, D) -> unit-norm adapted image features (`ratio`: alpha, default the fixed one)."""
+        ratio = self.ratio if ratio is None else ratio
+        return F.normalize(residual_blend(image_features, self.visual, ratio), dim=-1)
+
+    def text_embedding(self, text_weights, ratio=None):
+        """(n_cls, D) -> unit-norm adapted classifier weights (`ratio`: beta, default the fixed one)."""
+        ratio = self.text_ratio if ratio is None else ratio
+        return F.normalize(residual_blend(text_weights, self.text, ratio), dim=-1)
 
     def forward(self, image_features, text_weights, logit_scale):
-        return logit_scale * self.image_embedding(image_features) @ self.text_embedding(text_weights).t()
+        alpha, beta = self.ratios(text_weights)
+        return logit_scale * self.image_embedding(image_features, alpha) @ self.text_embedding(text_weights, beta).t()
 
     def extra_repr(self):
-        return f"ratio={self.ratio}, text_ratio={self.text_ratio}"
+        learned = ", learned by RatioNet from these" if self.ratio_net is not None else ""
+        return f"ratio={self.ratio}, text_ratio={self.text_ratio}{learned}"
 
 
 # ----- trainer -----------------------------------------------------------------------------------
@@ -110,6 +158,9 @@ class CLIPAdapter(ClipTrainer):
         node.VISUAL_ADAPTER = True  # A_v on image features (paper's default variant)
         node.TEXT_ADAPTER = False  # A_t on the classifier weights (paper's variants)
         node.TEXT_RATIO = 0.2  # beta
+        node.LEARN_RATIO = False  # the paper's option: alpha, beta from a hyper-network (RatioNet), per dataset;
+        #                           RATIO / TEXT_RATIO are then its starting values
+        node.RATIO_REDUCTION = 4  # RatioNet's hidden width D / 4 (ours: the paper gives no size)
         node.PREC = "fp16"  # frozen CLIP's precision (fp16, fp32, bf16, amp); adapter is fp32
         node.TEMPLATE = ""  # "" = the dataset's CoOp template
 
@@ -122,6 +173,11 @@ class CLIPAdapter(ClipTrainer):
         for key in ("RATIO", "TEXT_RATIO"):
             if not 0.0 <= node[key] <= 1.0:
                 raise ValueError(f"TRAINER.CLIP_ADAPTER.{key} = {node[key]} must lie in [0, 1]")
+            if node.LEARN_RATIO and not 0.0 < node[key] < 1.0:
+                raise ValueError(f"TRAINER.CLIP_ADAPTER.{key} = {node[key]}: with LEARN_RATIO it is the learned "
+                                 "ratio's starting value and must lie strictly between 0 and 1")
+        if node.RATIO_REDUCTION < 1:
+            raise ValueError(f"TRAINER.CLIP_ADAPTER.RATIO_REDUCTION = {node.RATIO_REDUCTION} must be >= 1")
         if node.REDUCTION < 1:
             raise ValueError(f"TRAINER.CLIP_ADAPTER.REDUCTION = {node.REDUCTION} must be >= 1")
 
@@ -132,6 +188,7 @@ class CLIPAdapter(ClipTrainer):
         self.classifier = AdaptedClassifier(
             dim, ratio=node.RATIO, reduction=node.REDUCTION, final_relu=node.FINAL_RELU,
             visual=node.VISUAL_ADAPTER, text=node.TEXT_ADAPTER, text_ratio=node.TEXT_RATIO,
+            learn_ratio=node.LEARN_RATIO, ratio_reduction=node.RATIO_REDUCTION,
         ).to(self.device)  # float32 whatever PREC: features are cast to float32 before it
         if self.cfg.MODEL.INIT_WEIGHTS:
             state = load_checkpoint(self.cfg.MODEL.INIT_WEIGHTS)
@@ -163,8 +220,14 @@ class CLIPAdapter(ClipTrainer):
 
     @torch.no_grad()
     def prepare_eval(self):
-        # The text adapter is fixed during evaluation: adapt the test classes' weights once.
-        self.eval_text_embedding = self.classifier.text_embedding(self.text_weights(self.classnames))
+        # The text adapter and the ratios are fixed during evaluation: compute them once for the test classes.
+        text_weights = self.text_weights(self.classnames)
+        self.eval_ratio, text_ratio = self.classifier.ratios(text_weights)
+        self.eval_text_embedding = self.classifier.text_embedding(text_weights, text_ratio)
+        if self.classifier.ratio_net is not None:
+            print(f"Learned ratios for these {len(self.classnames)} classes: alpha = {float(self.eval_ratio):.4f}, "
+                  f"beta = {float(text_ratio):.4f}" + ("" if self.classifier.text is not None else " (unused: no text adapter)"))
 
     def model_inference(self, image_features):
-        return self.logit_scale * self.classifier.image_embedding(image_features) @ self.eval_text_embedding.t()
+        image = self.classifier.image_embedding(image_features, self.eval_ratio)
+        return self.logit_scale * image @ self.eval_text_embedding.t()
