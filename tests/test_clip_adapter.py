@@ -246,3 +246,27 @@ def test_learned_ratio_trains_saves_and_evaluates_on_new_classes(shapes_root, tm
 def test_learned_ratio_config_errors(shapes_root, tmp_path):
     with pytest.raises(ValueError, match="RATIO = 1.0: with LEARN_RATIO"):
         build_trainer("CLIPAdapter", LEARNED_CFG, shapes_root, tmp_path / "x", ["TRAINER.CLIP_ADAPTER.RATIO", "1.0"])
+
+
+def test_few_shot_script_follows_the_released_recipe(tmp_path):
+    """scripts/clip_adapter/few_shot.sh: RN50 and CoOp's epochs per shot count (a stub `python` records the calls)."""
+    import os
+    import stat
+    import subprocess
+    from conftest import REPO
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir()
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}", OUTPUT=str(tmp_path / "out"))
+    for dataset, epochs in (("eurosat", [50, 100, 100, 200, 200]), ("imagenet", [50] * 5)):
+        log.write_text("")
+        subprocess.run(["bash", os.path.join(REPO, "scripts/clip_adapter/few_shot.sh"), dataset], env=env, check=True,
+                       capture_output=True)
+        calls = [line.split() for line in log.read_text().splitlines()]
+        assert len(calls) == 15
+        for call in calls:
+            assert call[call.index("--config-file") + 1] == "configs/trainers/CLIPAdapter/rn50.yaml"
+            shots = int(call[call.index("DATASET.NUM_SHOTS") + 1])
+            assert int(call[call.index("OPTIM.MAX_EPOCH") + 1]) == epochs[[1, 2, 4, 8, 16].index(shots)]
