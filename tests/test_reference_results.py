@@ -1,0 +1,61 @@
+"""Published numbers (configs/reference_results.json) and `parse_test_res.py --reference` for every protocol."""
+import json
+import statistics
+
+import parse_test_res as ptr
+
+
+def hm(a, b):
+    return 2 * a * b / (a + b)
+
+
+def column(table, header):
+    i = table.headers.index(header)
+    return {row[0]: row[i].text() for row in table.rows}
+
+
+def test_pva_rows_are_the_method_descriptions_and_consistent():
+    pva = json.loads(ptr.REFERENCE_FILE.read_text())["base2new"]["PVA"]
+    assert pva["trainer"] == "PVA" and "method description" in pva["source"]
+    assert pva["results"]["imagenet"] == {"base": 77.5, "new": 71.8, "hm": 74.5, "checked": True}
+    assert pva["results"]["average"] == {"base": 80.2, "new": 74.6, "hm": 77.3, "checked": True}
+    for values in pva["results"].values():  # the quoted HMs are the HMs of the quoted base and new, to 0.05
+        assert abs(hm(values["base"], values["new"]) - values["hm"]) < 0.05
+
+
+def test_cocoop_rows_stay_unchecked_without_a_read_source():
+    cocoop = json.loads(ptr.REFERENCE_FILE.read_text())["base2new"]["CoCoOp"]["results"]
+    rows = [v for k, v in cocoop.items() if k != "average"]
+    assert len(rows) == 11 and not any(v["checked"] for v in rows)
+    assert abs(statistics.mean(v["new"] for v in rows) - cocoop["average"]["new"]) < 0.006
+
+
+def test_reference_columns_for_base2new_show_pva(tmp_path):
+    run = tmp_path / "base2new" / "test_new" / "imagenet" / "shots_16" / "PVA" / "vit_b16" / "seed1" / "log.txt"
+    run.parent.mkdir(parents=True)
+    run.write_text("=> result\n* total: 10\n* correct: 7\n* accuracy: 70.0%\n")
+    table = ptr.build_base2new_table(tmp_path, trainers=["PVA"], reference=ptr.load_reference())
+    assert column(table, "PVA (paper) Base") == {"imagenet": "77.50", "Average": "80.20"}
+    assert column(table, "PVA (paper) HM")["Average"] == "77.30"
+    assert any("method description" in note for note in table.footnotes)
+
+
+def test_reference_columns_for_gzsl_and_xd_and_fewshot(tmp_path):
+    reference = {"gzsl": {"X": {"trainer": "CoOp", "backbone": "ViT-B/16", "source": "a paper",
+                                "results": {"cub": {"s": 60.0, "u": 50.0, "h": 54.5, "checked": True}}}},
+                 "xd": {"Y": {"trainer": "CoOp", "backbone": "ViT-B/16", "source": "a paper",
+                              "results": {"imagenet": {"accuracy": 71.5, "checked": False},
+                                          "average": {"accuracy": 63.9, "checked": True}}}},
+                 "fewshot": {"Z": {"trainer": "LinearProbeCLIP", "backbone": "RN50", "source": "a paper",
+                                   "results": {"eurosat": {"16": 82.8, "checked": True}}}}}
+    run = tmp_path / "gzsl" / "cub" / "shots_16" / "CoOp" / "vit_b16" / "seed1" / "log.txt"
+    run.parent.mkdir(parents=True)
+    run.write_text("Finish training\n=> result\n* accuracy: 50.0%\n* acc_seen: 62.0%\n* acc_unseen: 40.0%\n")
+    gzsl = ptr.build_gzsl_table(tmp_path, reference=reference)  # published rows beside the datasets we ran
+    assert column(gzsl, "CoOp (paper) S") == {"cub": "60.00", "Average": "-"}
+    assert column(gzsl, "CoOp (paper) H")["cub"] == "54.50" and column(gzsl, "CoOp S")["cub"] == "62.00"
+    xd = ptr.build_transfer_table("xd", tmp_path, reference=reference)
+    row = {r[0]: [c.text() for c in r[1:-1]] for r in xd.rows}["CoOp (paper)"]
+    assert row[0] == "71.50*" and row[-1] == "63.90"
+    fewshot = ptr.build_fewshot_table(tmp_path, reference=reference)
+    assert column(fewshot, "LinearProbeCLIP (paper) 16-shot") == {"Average": "-"}  # no eurosat run: no row
