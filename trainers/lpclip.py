@@ -71,7 +71,7 @@ def search_c(train_features, train_labels, val_features, val_labels, c_grid, ste
 
     grid_acc = [fit(c)[1] for c in c_grid]
     c_peak = c_grid[int(np.argmax(grid_acc))]  # the first C with the best accuracy
-    log(f"C grid: " + ", ".join(f"{c:g}: {100 * a:.2f}%" for c, a in zip(c_grid, grid_acc)))
+    log("C grid: " + ", ".join(f"{c:g}: {100 * a:.2f}%" for c, a in zip(c_grid, grid_acc)))
     c_left, c_right = 0.1 * c_peak, 10.0 * c_peak
     c_final, clf_final = c_peak, fit(c_peak)[0]
     for step in range(steps):
