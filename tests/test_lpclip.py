@@ -106,6 +106,17 @@ def test_c_is_chosen_on_val_features_only(shapes_root, tmp_path, monkeypatch):
     assert n_val != n_train and set(scored[:-1]) == {n_val} and scored[-1] == n_train  # last: the train-acc log line
 
 
+def test_without_the_feature_cache_the_fit_is_the_same(shapes_root, tmp_path, monkeypatch):
+    opts = ["DATASET.NUM_SHOTS", "2", "TRAINER.LINEAR_PROBE.C", "1.0"]
+    cached = build_trainer(shapes_root, tmp_path / "cached", opts)
+    online = build_trainer(shapes_root, tmp_path / "online", opts + ["FEATURES.CACHE", "False"])
+    monkeypatch.setattr(online, "cached_features", lambda *a, **k: pytest.fail("FEATURES.CACHE False read the cache"))
+    for trainer in (cached, online):
+        trainer.epoch = 0
+        trainer.run_epoch()
+    assert torch.allclose(cached.head.weight, online.head.weight, atol=1e-4)
+
+
 def test_refuses_classes_it_was_not_fitted_on(shapes_root, tmp_path, monkeypatch):
     from clipadapt.engine.builtin.trainer import CheckpointError
     with pytest.raises(ValueError, match="no weights for unseen|only for the classes"):

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from clipadapt.engine import TRAINER_REGISTRY
 from clipadapt.engine.builtin.trainer import CheckpointError
+from clipadapt.features import encode_images
 from clipadapt.trainer import ClipTrainer
 
 
@@ -146,9 +147,19 @@ class LinearProbeCLIP(ClipTrainer):
         image_features = image_features.float()
         return self.normalize(image_features) if self.method_cfg.NORMALIZE else image_features
 
+    def split_features(self, split):
+        """(N, D) image features of a whole split, test transform: from the cache, or (FEATURES.CACHE
+        False) from the frozen encoder now, written nowhere."""
+        if self.use_feature_cache:
+            return self.cached_features(split)
+        cfg = self.cfg
+        return encode_images(self.encode_images, self._split_data[split], self.transform_test,
+                             batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                             device=self.device, desc=f"Image features ({split})")
+
     def split_arrays(self, split):
         """(features, labels) of a whole split as float64 / int64 numpy arrays, test transform."""
-        feats = self.probe_input(self.cached_features(split)).cpu().double().numpy()
+        feats = self.probe_input(self.split_features(split)).cpu().double().numpy()
         labels = np.array([item.label for item in self._split_data[split]], dtype=np.int64)
         return feats, labels
 
