@@ -249,24 +249,30 @@ def test_learned_ratio_config_errors(shapes_root, tmp_path):
 
 
 def test_few_shot_script_follows_the_released_recipe(tmp_path):
-    """scripts/clip_adapter/few_shot.sh: RN50 and CoOp's epochs per shot count (a stub `python` records the calls)."""
+    """scripts/clip_adapter/few_shot.sh: RN50 (or the learned-ratio config) with CoOp's epochs per shot count,
+    the run folder named after CFG (a stub `python` records the calls; the epochs are read from the configs)."""
     import os
     import stat
     import subprocess
     from conftest import REPO
+    from clipadapt.config import build_config
     log = tmp_path / "calls.txt"
     stub = tmp_path / "bin" / "python"
     stub.parent.mkdir()
     stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
-    env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}", OUTPUT=str(tmp_path / "out"))
-    for dataset, epochs in (("eurosat", [50, 100, 100, 200, 200]), ("imagenet", [50] * 5)):
+    for cfg_name, dataset, epochs in (("rn50", "eurosat", [50, 100, 100, 200, 200]), ("rn50", "imagenet", [50] * 5),
+                                      ("rn50_learned_ratio", "eurosat", [50, 100, 100, 200, 200])):
+        env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}", OUTPUT=str(tmp_path / "out"), CFG=cfg_name)
         log.write_text("")
         subprocess.run(["bash", os.path.join(REPO, "scripts/clip_adapter/few_shot.sh"), dataset], env=env, check=True,
                        capture_output=True)
         calls = [line.split() for line in log.read_text().splitlines()]
         assert len(calls) == 15
         for call in calls:
-            assert call[call.index("--config-file") + 1] == "configs/trainers/CLIPAdapter/rn50.yaml"
             shots = int(call[call.index("DATASET.NUM_SHOTS") + 1])
-            assert int(call[call.index("OPTIM.MAX_EPOCH") + 1]) == epochs[[1, 2, 4, 8, 16].index(shots)]
+            config = os.path.join(REPO, call[call.index("--config-file") + 1])
+            cfg = build_config("CLIPAdapter", "", config)
+            assert cfg.OPTIM.MAX_EPOCH == epochs[[1, 2, 4, 8, 16].index(shots)]
+            assert cfg.MODEL.BACKBONE.NAME == "RN50" and cfg.TRAINER.CLIP_ADAPTER.LEARN_RATIO == ("learned" in cfg_name)
+            assert call[call.index("--output-dir") + 1].endswith(f"/CLIPAdapter/{cfg_name}_{shots}shots/seed{call[call.index('--seed') + 1]}")

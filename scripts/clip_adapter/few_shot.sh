@@ -1,14 +1,8 @@
 #!/usr/bin/env bash
-# bash scripts/clip_adapter/few_shot.sh DATASET [KEY VALUE ...]: 1/2/4/8/16 shots x seeds 1-3.
-# The released recipe: CLIP-Adapter's code is a CoOp trainer run "with CoOp's command", so the few-shot
-# runs follow CoOp's COOP.md: backbone RN50 (CFG=rn50), 50 epochs for 1 shot, 100 for 2 and 4 shots,
-# 200 for 8 and 16, and 50 for every shot count on ImageNet. EPOCHS="e1 e2 e4 e8 e16" overrides the
-# schedule; CFG=... another config (the epochs still follow the schedule unless EPOCHS is given).
+# bash scripts/clip_adapter/few_shot.sh DATASET [KEY VALUE ...]: 1/2/4/8/16 shots x seeds 1-3 with the released
+# recipe (CoOp's command, scripts/common/few_shot.sh): RN50 by default, 50 epochs at 1 shot, 100 at 2/4, 200 at
+# 8/16, 50 on ImageNet. CFG=vit_b16 or rn50_learned_ratio for another config; RECIPE=fixed runs CFG as it is.
 DATASET=$1; shift
-if [ "$DATASET" = imagenet ]; then DEFAULT_EPOCHS="50 50 50 50 50"; else DEFAULT_EPOCHS="50 100 100 200 200"; fi
-read -r -a EPOCH_LIST <<< "${EPOCHS:-$DEFAULT_EPOCHS}"
-SHOT_LIST=(1 2 4 8 16)
-for i in 0 1 2 3 4; do for SEED in 1 2 3; do
-    bash "$(dirname "$0")/../common/few_shot.sh" CLIPAdapter "${CFG:-rn50}" "$DATASET" "${SHOT_LIST[$i]}" "$SEED" \
-        OPTIM.MAX_EPOCH "${EPOCH_LIST[$i]}" "$@"
+for SHOTS in 1 2 4 8 16; do for SEED in 1 2 3; do
+    bash "$(dirname "$0")/../common/few_shot.sh" CLIPAdapter "${CFG:-rn50}" "$DATASET" "$SHOTS" "$SEED" "$@"
 done; done
