@@ -16,10 +16,13 @@ import torch
 import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
 from clipadapt.clip import BackboneError
-from clipadapt.config import ConfigError, build_config, check_names
+from clipadapt.config import ConfigError, build_config, check_names, check_values
 from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
+from clipadapt.data import DatasetError
 from clipadapt.engine.builtin.data_manager import UnreadableImageError
 from clipadapt.engine.builtin.trainer import CheckpointError, load_training_checkpoint, resume_pointers
+from clipadapt.reliability import (RunLock, RunLockedError, remove_temp_files, resume_config_problem,
+                                   write_error_message)
 
 
 def parse_args(argv=None):
@@ -64,6 +67,7 @@ def setup_cfg(args):
                           "config; put command-line flags such as --eval-only before the KEY VALUE pairs.")
     cfg = build_config(args.trainer, args.dataset_config_file, args.config_file, args.opts or [], cli_overrides(args))
     check_names(cfg)
+    check_values(cfg, training=not args.eval_only and not args.no_train)
     cfg.freeze()
     return cfg
 
@@ -71,8 +75,8 @@ def setup_cfg(args):
 def check_checkpoint_file(fpath, cfg, hint=""):
     """Load a checkpoint safely (weights_only) and check it was saved by this trainer and backbone."""
     try:
-        load_training_checkpoint(fpath, {"trainer": cfg.TRAINER.NAME, "backbone": cfg.MODEL.BACKBONE.NAME}, hint,
-                                 verbose=False)  # the trainer's load says what it skipped
+        return load_training_checkpoint(fpath, {"trainer": cfg.TRAINER.NAME, "backbone": cfg.MODEL.BACKBONE.NAME},
+                                        hint, verbose=False)  # the trainer's load says what it skipped
     except CheckpointError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -111,9 +115,12 @@ def check_resume_dir(cfg):
     directory = cfg.RESUME or cfg.OUTPUT_DIR
     for name, fpath in resume_pointers(directory).items():
         pointer = osp.join(directory, name, "checkpoint")
-        check_checkpoint_file(fpath, cfg, hint=(
+        checkpoint = check_checkpoint_file(fpath, cfg, hint=(
             f' Training would resume from it. To resume from an earlier epoch, write that epoch\'s file name '
             f'(model.pth.tar-N) into "{pointer}"; or train into a new --output-dir.'))
+        problem = resume_config_problem(checkpoint, cfg, fpath)
+        if problem:
+            raise ConfigError(problem)
 
 
 def unfinished_log(output_dir):
@@ -137,8 +144,11 @@ def fail(message):
     """Exit non-zero with a one-line error on stderr, also recorded in log.txt once the log is open."""
     log = getattr(sys.stdout, "file", None)
     if log is not None:
-        log.write(f"{message}\n")
-        log.flush()
+        try:
+            log.write(f"{message}\n")
+            log.flush()
+        except OSError:  # the log's own disk is full: stderr still gets the line
+            pass
     sys.exit(message)
 
 
@@ -160,8 +170,27 @@ def main(args):
         check_model_dir(args, cfg)
         if not args.eval_only and not args.no_train:
             check_resume_dir(cfg)
-    except (ConfigError, KeyError) as exc:
+        lock = RunLock(cfg.OUTPUT_DIR).acquire()  # one writer per run folder
+    except (ConfigError, KeyError, RunLockedError) as exc:
         sys.exit(f"error: {exc.args[0] if exc.args else exc}")
+    except OSError as exc:
+        sys.exit(f"error: {write_error_message(exc, 'the run folder') or exc}")
+    try:
+        remove_temp_files(cfg.OUTPUT_DIR)
+        run(args, cfg)
+    except (FloatingPointError, UnreadableImageError, CheckpointError, DatasetError, BackboneError) as exc:
+        fail(f"error: {exc}")
+    except OSError as exc:
+        message = write_error_message(exc)
+        if message is None:
+            raise
+        fail(f"error: {message}")
+    finally:
+        lock.release()
+
+
+def run(args, cfg):
+    """Log, build the trainer, then evaluate or train (main has checked the arguments and holds the lock)."""
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -179,18 +208,15 @@ def main(args):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
 
-    try:
-        trainer = build_trainer(cfg)
-        if args.eval_only:
-            if not args.model_dir and trainer.get_model_names():
-                print("Warning: --eval-only without --model-dir evaluates the untrained model")
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            trainer.test()
-            return
-        if not args.no_train:
-            trainer.train()
-    except (FloatingPointError, UnreadableImageError, CheckpointError, BackboneError) as exc:
-        fail(f"error: {exc}")
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        if not args.model_dir and trainer.get_model_names():
+            print("Warning: --eval-only without --model-dir evaluates the untrained model")
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
 
 
 if __name__ == "__main__":

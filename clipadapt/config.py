@@ -150,3 +150,26 @@ def build_config(trainer="", dataset_config_file="", config_file="", opts=(), ov
         except (KeyError, ValueError, AssertionError) as exc:
             raise _explain(exc, cfg, "the command-line options") from None
     return cfg
+
+
+def check_values(cfg, training=True):
+    """Refuse values that would run but give a meaningless result, naming the key, before any work:
+    no epochs to train (the untrained model's accuracy would be reported as the run's), a negative
+    or zero learning rate, a batch size below 1."""
+    for key in all_keys(cfg):
+        leaf, value = key.split(".")[-1], cfg
+        for part in key.split("."):
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if leaf.endswith("BATCH_SIZE") and value < 1:
+            raise ConfigError(f"{key} is {value}: a batch needs at least 1 item. Set {key} to a positive number.")
+        if training and key == "OPTIM.MAX_EPOCH" and value < 1:
+            raise ConfigError(f"{key} is {value}: the run would train nothing and report the untrained model's "
+                              f"accuracy as its result. Set {key} to 1 or more, or pass --eval-only to evaluate "
+                              "without training.")
+        if leaf.endswith("_EPOCHS") and value < 0:
+            raise ConfigError(f"{key} is {value}: a number of epochs cannot be negative.")
+        if training and (leaf == "LR" or leaf.endswith("_LR")) and (value < 0 or (key == "OPTIM.LR" and value == 0)):
+            raise ConfigError(f"{key} is {value}: a learning rate must be positive (a negative one climbs the loss, "
+                              f"zero learns nothing). Set {key} to a positive number such as the config's default.")

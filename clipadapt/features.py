@@ -9,6 +9,7 @@ the work.
 """
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from .engine import atomic_torch_save
 from .engine.builtin.data_manager import read_image
 from .paths import cache_root
 
-CACHE_VERSION = 1
+CACHE_VERSION = 1  # the key's version; files also carry a checksum (older ones are recomputed)
 
 
 def default_cache_dir():
@@ -86,7 +87,37 @@ def encode_images(encode_fn, data_source, transform, view_seed=None, batch_size=
     return torch.cat(feats)
 
 
+def features_checksum(features):
+    """sha256 of a feature tensor's bytes (with its shape and dtype): what a cache file must still hold."""
+    t = features.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(t.shape)}:{t.dtype}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def damage_of(entry):
+    """Why a loaded cache entry cannot be trusted (bytes changed, wrong shape, NaN/inf rows), or None."""
+    features = entry.get("features") if isinstance(entry, dict) else None
+    if not torch.is_tensor(features):
+        return "it holds no feature tensor"
+    if entry.get("shape") is not None and tuple(features.shape) != tuple(entry["shape"]):
+        return f"its features have shape {tuple(features.shape)}, but it was written with {tuple(entry['shape'])}"
+    if entry.get("sha256") is None:
+        return "it has no checksum (written by an older clipadapt)"
+    if features_checksum(features) != entry["sha256"]:
+        return "its bytes changed since it was written (checksum mismatch)"
+    bad_rows = (~torch.isfinite(features.reshape(len(features), -1))).any(dim=1).nonzero().flatten() \
+        if features.ndim and len(features) else torch.zeros(0)
+    if len(bad_rows):
+        return f"{len(bad_rows)} row(s) hold NaN or inf, e.g. row {int(bad_rows[0])}"
+    return None
+
+
 class FeatureCache:
+    """Files `<cache_dir>/<key[:2]>/<key>.pt` holding {"features", "shape", "sha256", "meta"}; a file
+    whose checksum, shape or values do not hold up is recomputed with a printed note. A cache that
+    cannot be written (read-only, full) is skipped with a note: features are computed online."""
+
     def __init__(self, cache_dir=""):
         self.cache_dir = cache_dir or default_cache_dir()
 
@@ -98,10 +129,15 @@ class FeatureCache:
         if not osp.exists(path):
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)["features"]
+            entry = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a damaged file is recomputed, never trusted
             print(f"Feature cache file {path} is unreadable ({exc}); recomputing it")
             return None
+        damage = damage_of(entry)
+        if damage:
+            print(f"Feature cache file {path} is damaged ({damage}); recomputing it")
+            return None
+        return entry["features"]
 
     @contextlib.contextmanager
     def _lock(self, key):
@@ -113,13 +149,54 @@ class FeatureCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _temp_prefix(self, key):
+        return f".tmp-{key}-"
+
+    def _remove_leftovers(self, key):
+        """Temp files of this key are only written under its lock, so any found now are from a killed writer."""
+        for tmp in glob.glob(osp.join(glob.escape(osp.dirname(self.path(key))), self._temp_prefix(key) + "*.part")):
+            try:
+                os.remove(tmp)
+                print(f"Removed {tmp}, left by an interrupted feature-cache write")
+            except OSError:
+                pass
+
     def get_or_compute(self, key, compute_fn, meta=None):
         features = self.load(key)
         if features is not None:
             return features
-        with self._lock(key):
+        try:
+            lock = self._lock(key)
+            lock.__enter__()
+        except OSError as exc:  # read-only or full cache folder: the features are still computable
+            print(f"Note: feature cache {self.cache_dir} cannot be written ({exc.strerror or exc}); computing "
+                  "features without caching them")
+            return self._checked(compute_fn(), meta)
+        try:
+            self._remove_leftovers(key)
             features = self.load(key)  # another process may have filled it while we waited
             if features is None:
-                features = compute_fn()
-                atomic_torch_save({"features": features, "meta": meta or {}}, self.path(key))
+                features = self._checked(compute_fn(), meta)
+                entry = {"features": features, "shape": list(features.shape), "sha256": features_checksum(features),
+                         "meta": meta or {}}
+                try:
+                    atomic_torch_save(entry, self.path(key), prefix=self._temp_prefix(key))
+                except OSError as exc:
+                    print(f"Note: could not write the feature cache file {self.path(key)} "
+                          f"({exc.strerror or exc}); continuing with the features computed now")
+        finally:
+            lock.__exit__(None, None, None)
+        return features
+
+    @staticmethod
+    def _checked(features, meta):
+        """Features the image encoder returned with NaN/inf are an error here, not a cache entry."""
+        flat = features.reshape(len(features), -1) if features.ndim and len(features) else features
+        bad = (~torch.isfinite(flat)).any(dim=1).nonzero().flatten() if flat.ndim == 2 else []
+        if len(bad):
+            what = ", ".join(f"{k} {v}" for k, v in (meta or {}).items() if v is not None)
+            raise FloatingPointError(
+                f"The image encoder returned NaN or inf features for {len(bad)} image(s) ({what}), e.g. row "
+                f"{int(bad[0])}; they are not cached. Check the backbone weights, or set the trainer's PREC to fp32 "
+                "(fp16 can overflow).")
         return features

@@ -20,7 +20,9 @@ from .clip import (TextEncoder, check_input_config, compute_dtype, embed_dim, in
 from .engine import CheckpointMixin, TrainerX, build_transform
 from .engine.builtin.evaluator import GZSLClassification
 from .engine.builtin.data_manager import IndexDataset, build_data_loader
+from .engine.builtin.trainer import check_weights
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
+from .reliability import weights_fingerprint
 
 
 # Our checkpoint logic on top of either engine (the built-in TrainerX already has it).
@@ -240,10 +242,20 @@ class ClipTrainer(*_BASES):
         return super().test(split)
 
     # ----- checkpoints -----------------------------------------------------------------------------
+    def after_epoch(self):
+        """Stop at the end of an epoch whose weights diverged, before they are evaluated or saved."""
+        for name in self.get_model_names():
+            check_weights(self._models[name].state_dict(), name, self.epoch, "training stopped")
+        super().after_epoch()
+
     def checkpoint_meta(self):
         import open_clip
         meta = super().checkpoint_meta()
         meta["backbone"] = self.cfg.MODEL.BACKBONE.NAME
+        if getattr(self, "clip_model", None) is not None:  # which weights, not only which name
+            if getattr(self, "_backbone_fingerprint", None) is None:
+                self._backbone_fingerprint = weights_fingerprint(self.clip_model)
+            meta["backbone_weights"] = self._backbone_fingerprint
         meta["open_clip"] = open_clip.__version__
         meta["config"] = self.cfg.dump()
         return meta

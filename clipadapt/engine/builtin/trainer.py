@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from ...reliability import (MAX_ABS_WEIGHT, backbone_weights_problem, checkpoint_tensor_problem, resume_config_problem,
+                           weight_problems)
 from .utils import AverageMeter, MetricMeter, atomic_torch_save, load_checkpoint, mkdir_if_missing
 
 # Bumped when the checkpoint layout changes; a checkpoint from a newer layout is refused by name.
@@ -44,7 +46,9 @@ def load_training_checkpoint(fpath, expected, hint="", verbose=True):
         raise CheckpointError(f"{exc}{hint}") from exc
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f'"{fpath}" is not a training checkpoint (it has no state_dict).{hint}')
-    problem = checkpoint_mismatch(checkpoint.get("meta"), expected, fpath)
+    problem = (checkpoint_mismatch(checkpoint.get("meta"), expected, fpath)
+               or backbone_weights_problem(checkpoint.get("meta"), expected, fpath)
+               or checkpoint_tensor_problem(checkpoint, fpath))
     if problem:
         raise CheckpointError(problem)
     return checkpoint
@@ -54,6 +58,22 @@ def non_persistent_buffer_names(model):
     """Qualified names of the buffers `model` registered with persistent=False."""
     return {f"{prefix}.{b}" if prefix else b for prefix, module in model.named_modules()
             for b in module._non_persistent_buffers_set}
+
+
+def check_weights(state_dict, name, epoch, action):
+    """FloatingPointError when weights went non-finite or diverged (finite but absurd: a finite loss
+    does not prove a sane model), naming the weights, the epoch and what is not done with them."""
+    problems = weight_problems(state_dict)
+    if problems["non-finite"]:
+        what = f'Weights {problems["non-finite"]} of "{name}" became infinite or NaN'
+    elif problems["absurd"]:
+        peak = max(p for _, p in problems["absurd"])
+        what = (f'Weights {[n for n, _ in problems["absurd"]]} of "{name}" diverged (max |w| = {peak:.3g}, beyond '
+                f"{MAX_ABS_WEIGHT:g}) although the loss stayed finite,")
+    else:
+        return
+    raise FloatingPointError(f"{what} by the end of epoch {epoch + 1}; {action}. The last saved checkpoint is left "
+                             "as it was. Lower OPTIM.LR or check the inputs.")
 
 
 def resume_pointers(directory):
@@ -113,11 +133,7 @@ class CheckpointMixin:
         for name in names:  # check every model before writing any: a bad state never replaces a good one
             model_dict = self._models[name].state_dict()
             states[name] = OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in model_dict.items())
-            bad = [k for k, v in states[name].items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
-            if bad:
-                raise FloatingPointError(
-                    f'Weights {bad} of "{name}" became infinite or NaN by the end of epoch {epoch + 1}; not saving them. '
-                    "The last saved checkpoint is left as it was. Lower OPTIM.LR or check the inputs.")
+            check_weights(states[name], name, epoch, "not saving them")
         for name in names:
             model_dict = states[name]
             optim, sched = self._optims[name], self._scheds[name]
@@ -158,6 +174,9 @@ class CheckpointMixin:
             checkpoint = self._load_usable(fpath, hint=(
                 f' Training would resume from it. To resume from an earlier epoch, write that epoch\'s file name '
                 f'(model.pth.tar-N) into "{osp.join(directory, name, "checkpoint")}"; or train into a new --output-dir.'))
+            problem = resume_config_problem(checkpoint, self.cfg, fpath)  # another dataset or config: refuse
+            if problem:
+                raise CheckpointError(problem)
             self.load_state_into(name, checkpoint["state_dict"], fpath)
             if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
                 self._optims[name].load_state_dict(checkpoint["optimizer"])
