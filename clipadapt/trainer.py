@@ -252,7 +252,9 @@ class ClipTrainer(*_BASES):
         import open_clip
         meta = super().checkpoint_meta()
         meta["backbone"] = self.cfg.MODEL.BACKBONE.NAME
-        if getattr(self, "clip_model", None) is not None:  # which weights, not only which name
+        # Which weights, not only which name. Random weights (PRETRAINED False, for tests) are left out:
+        # they differ with the RNG state at build time, and no result of them means anything anyway.
+        if getattr(self, "clip_model", None) is not None and self.backbone.weights is not None:
             if getattr(self, "_backbone_fingerprint", None) is None:
                 self._backbone_fingerprint = weights_fingerprint(self.clip_model)
             meta["backbone_weights"] = self._backbone_fingerprint

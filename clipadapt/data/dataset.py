@@ -9,10 +9,12 @@ import os
 
 from clipadapt.engine import Datum, DatasetBase
 
+from .checks import note_small_classes, verify_manifest
 from .errors import DatasetError, DatasetNotFoundError, is_writable_dir, not_found, render_tree
 from .splits import (CACHE_ENV, SUBSAMPLE_MODES, base_new_labels, can_create_dir, entries_to_datums, listdir_nohidden,
                      load_json_file, parse_entries, read_and_split_data, read_split, relative_path,
                      sample_fewshot, save_split, subsample_classes, write_json_atomic)
+from .unseeded import run_fewshot_sample
 
 
 def resolve_root(cfg, dataset="", tree=None, hint=None):
@@ -74,7 +76,11 @@ class CoOpDataset(DatasetBase):
         if num_shots >= 1 and self.test_only:
             print(f"{self.name} is a test-only dataset: DATASET.NUM_SHOTS={num_shots} does not apply to it")
         elif num_shots >= 1:
-            train, val = sample_fewshot(self.dataset_dir, train, val, num_shots, cfg.SEED)
+            note_small_classes(train, num_shots, self._all_classnames)
+            if int(cfg.SEED) < 0 and cfg.get("OUTPUT_DIR"):  # unseeded: the run folder keeps its sample
+                train, val = run_fewshot_sample(cfg.OUTPUT_DIR, self.dataset_dir, train, val, num_shots)
+            else:
+                train, val = sample_fewshot(self.dataset_dir, train, val, num_shots, cfg.SEED)
 
         if val is None:
             train, test = subsample_classes(train, test, subsample=self._subsample)
@@ -82,6 +88,8 @@ class CoOpDataset(DatasetBase):
             train, val, test = subsample_classes(train, val, test, subsample=self._subsample)
         if self.val_is_test:
             val = test
+        if cfg.DATASET.get("VERIFY_MANIFEST", False):
+            verify_manifest(self.dataset_dir, {"train_x": train, "val": val, "test": test})
         super().__init__(train_x=train, val=val, test=test)
 
     def _locate_folders(self, cfg):

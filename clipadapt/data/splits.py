@@ -17,6 +17,7 @@ import tempfile
 
 from clipadapt.engine import Datum
 
+from .checks import check_split_leaks
 from .errors import DatasetError, is_writable_dir, not_found
 
 SPLIT_KEYS = ("train", "val", "test")
@@ -125,9 +126,24 @@ def parse_entries(data, filepath, keys=SPLIT_KEYS):
         train_labels = {label for _, label, _ in parsed["train"]}
         for label in sorted(lab2cname):
             if label not in train_labels:
-                raise DatasetError(f"{filepath}: class {label} ({lab2cname[label]!r}) has no images in \"train\": "
-                                   f"an empty class cannot be learned or sampled.")
+                raise DatasetError(empty_class_message(parsed, keys, label, lab2cname, filepath))
     return parsed
+
+
+def empty_class_message(parsed, keys, label, lab2cname, filepath):
+    """A label with no training image is most often a typo in a few entries: name them, and the label
+    their classname has elsewhere."""
+    entries = [(f"{key}[{i}]", [rel, y, c]) for key in keys for i, (rel, y, c) in enumerate(parsed[key]) if y == label]
+    cname = lab2cname[label]
+    others = sorted({y for key in keys for _, y, c in parsed[key] if c == cname and y != label})
+    shown = ", ".join(f"{where} = {entry!r}" for where, entry in entries[:3]) + (" ..." if len(entries) > 3 else "")
+    if others:
+        return (f"{filepath}: label {label} is out of place in {len(entries)} entry(ies) ({shown}): their classname "
+                f"{cname!r} is label {others[0]} elsewhere, and label {label} has no training images. Fix the label "
+                "in those entries.")
+    return (f"{filepath}: class {label} ({cname!r}) has no images in \"train\", only {len(entries)} other entry(ies) "
+            f"({shown}): an empty class cannot be learned or sampled. Fix those entries' label, or add training "
+            "images of the class.")
 
 
 def entries_to_datums(parsed, path_prefix, filepath, keys=SPLIT_KEYS):
@@ -156,6 +172,7 @@ def read_split(filepath, path_prefix):
     """Read a CoOp split json into (train, val, test) lists of Datum; paths are joined to `path_prefix`."""
     data = load_json_file(filepath, SPLIT_KEYS)
     parsed = parse_entries(data, filepath)
+    check_split_leaks(parsed, filepath)
     datums = entries_to_datums(parsed, path_prefix, filepath)
     return datums["train"], datums["val"], datums["test"]
 

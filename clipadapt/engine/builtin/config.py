@@ -46,6 +46,8 @@ _C.DATASET.VAL_PERCENT = 0.1
 _C.DATASET.SUBSAMPLE_CLASSES = "all"
 # Unreadable images: raise (default) or skip them with a printed count.
 _C.DATASET.SKIP_UNREADABLE = False
+# Hash the images a run uses against the dataset folder's MANIFEST.sha256 (sha256sum format), when present.
+_C.DATASET.VERIFY_MANIFEST = False
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
