@@ -1,6 +1,10 @@
 # Shared by every protocol script: data root, run-from-repo-root, and "skip finished, resume unfinished".
 # DATA defaults to ./data (the built-in world lives there); export DATA=/path/to/datasets for the benchmarks.
 set -euo pipefail
+# A relative DATA or OUTPUT given by the caller means a folder under the caller's directory, not under
+# the repository root that the scripts move to (the defaults are the repository's ./data and output).
+if [ -n "${DATA:-}" ] && [[ "$DATA" != /* ]]; then DATA="$PWD/$DATA"; fi
+if [ -n "${OUTPUT:-}" ] && [[ "$OUTPUT" != /* ]]; then OUTPUT="$PWD/$OUTPUT"; fi
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 DATA=${DATA:-./data}
 OUTPUT=${OUTPUT:-output}

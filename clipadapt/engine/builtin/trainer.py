@@ -64,16 +64,17 @@ def check_weights(state_dict, name, epoch, action):
     """FloatingPointError when weights went non-finite or diverged (finite but absurd: a finite loss
     does not prove a sane model), naming the weights, the epoch and what is not done with them."""
     problems = weight_problems(state_dict)
+    when = f"by the end of epoch {epoch + 1}"
     if problems["non-finite"]:
-        what = f'Weights {problems["non-finite"]} of "{name}" became infinite or NaN'
+        what = f'Weights {problems["non-finite"]} of "{name}" became infinite or NaN {when}'
     elif problems["absurd"]:
         peak = max(p for _, p in problems["absurd"])
-        what = (f'Weights {[n for n, _ in problems["absurd"]]} of "{name}" diverged (max |w| = {peak:.3g}, beyond '
-                f"{MAX_ABS_WEIGHT:g}) although the loss stayed finite,")
+        what = (f'Weights {[n for n, _ in problems["absurd"]]} of "{name}" diverged {when} (max |w| = {peak:.3g}, '
+                f"beyond {MAX_ABS_WEIGHT:g}) although the loss stayed finite")
     else:
         return
-    raise FloatingPointError(f"{what} by the end of epoch {epoch + 1}; {action}. The last saved checkpoint is left "
-                             "as it was. Lower OPTIM.LR or check the inputs.")
+    raise FloatingPointError(f"{what}; {action}. The last saved checkpoint is left as it was. Lower OPTIM.LR or "
+                             "check the inputs.")
 
 
 def resume_pointers(directory):
