@@ -574,3 +574,16 @@ def test_relative_data_and_output_in_scripts_resolve_against_the_callers_directo
     env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT")}
     line = subprocess.run(["bash", "-c", show], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert line.stdout.strip() == f"{REPO}|./data|output"  # the defaults are the repository's
+
+
+def test_output_folder_that_cannot_be_created_is_one_line(shapes_root, tmp_path, train_main, monkeypatch):
+    import clipadapt.reliability as rel
+    out = tmp_path / "readonly" / "run"
+
+    def read_only(path, exist_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+    monkeypatch.setattr(rel.os, "makedirs", read_only)
+    msg = fails(train_main, coop_args(shapes_root, out, "OPTIM.MAX_EPOCH", "1"))
+    assert msg == (f'error: Cannot write the run folder "{out}": Read-only file system. Files saved before are left '
+                   "as they were; make it writable or pass another --output-dir, then run the same command again to "
+                   "resume.")
