@@ -587,3 +587,23 @@ def test_output_folder_that_cannot_be_created_is_one_line(shapes_root, tmp_path,
     assert msg == (f'error: Cannot write the run folder "{out}": Read-only file system. Files saved before are left '
                    "as they were; make it writable or pass another --output-dir, then run the same command again to "
                    "resume.")
+
+
+class _MakesFolder:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_pickle_payload_as_backbone_file_is_one_line_without_weights_only_advice(shapes_root, tmp_path, train_main):
+    marker = tmp_path / "code_ran"
+    payload = tmp_path / "weights.pt"
+    torch.save({"state_dict": _MakesFolder(marker)}, payload)
+    out = tmp_path / "run"
+    msg = fails(train_main, coop_args(shapes_root, out, "OPTIM.MAX_EPOCH", "1", "MODEL.BACKBONE.PRETRAINED", "True",
+                                      "MODEL.BACKBONE.PRETRAINED_TAG", payload))
+    assert msg.startswith(f'error: "{payload}" is not a weights file: its pickle refers to posix.mkdir')
+    assert "weights_only=False" not in msg and "\n" not in msg and not marker.exists()
+    assert (out / "log.txt").read_text().rstrip().endswith(msg)
