@@ -67,17 +67,26 @@ class RunLock:
 
     def acquire(self):
         os.makedirs(self.directory, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise RunLockedError(self._held_message(*self._read_owner())) from None
-        except OSError:  # no flock here (some NFS mounts): judge by pid and host alone
-            owner = self._read_owner()
-            if owner[0] is not None and self._owner_alive(*owner):
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
                 handle.close()
-                raise RunLockedError(self._held_message(*owner)) from None
+                raise RunLockedError(self._held_message(*self._read_owner())) from None
+            except OSError:  # no flock here (some NFS mounts): judge by pid and host alone
+                owner = self._read_owner()
+                if owner[0] is not None and self._owner_alive(*owner):
+                    handle.close()
+                    raise RunLockedError(self._held_message(*owner)) from None
+                break
+            # The holder before us deletes the file on release; a lock on that deleted file is no lock.
+            try:
+                if os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            handle.close()
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()} {socket.gethostname()}\n")
