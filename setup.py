@@ -7,7 +7,8 @@ setup(
                 "as Dassl trainers",
     python_requires=">=3.10",
     packages=find_packages(include=["clipadapt", "clipadapt.*"]),
-    package_data={"clipadapt": ["clip/model_configs/*.json", "world/model_configs/*.json"]},
+    package_data={"clipadapt": ["clip/model_configs/*.json", "world/model_configs/*.json",
+                                "world/weights/*.pt", "world/weights/*.json"]},
     install_requires=[
         # torch/torchvision: any CUDA or CPU build >= 2.1 works; we test on 2.14.1 / 0.29.1.
         "torch>=2.1",

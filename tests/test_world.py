@@ -87,18 +87,21 @@ def test_images_are_small_rgb(tiny_dataset):
     assert img.mode == "RGB" and img.size == (shapes.IMAGE_SIZE, shapes.IMAGE_SIZE)
 
 
-def test_new_classes_are_novel_compositions_of_base_attributes():
+def test_new_classes_are_named_by_colour_words_no_base_class_uses():
     n = shapes.NUM_CLASSES
     m = math.ceil(n / 2)
     base, new = shapes.CLASSES[:m], shapes.CLASSES[m:]
-    assert len(new) > 0
-    for attribute in shapes.CLASS_ATTRIBUTES:
-        values = {c[attribute] for c in shapes.CLASSES}
-        assert {c[attribute] for c in base} == values
-        assert {c[attribute] for c in new} == values
+    assert len(base) == len(new) == 24
+    # every shape in both halves; the colour words of the two halves are disjoint
+    assert {c["shape"] for c in base} == {c["shape"] for c in new} == set(shapes.SHAPE_NAMES)
+    base_colours, new_colours = {c["colour"] for c in base}, {c["colour"] for c in new}
+    assert base_colours == set(shapes.BASE_COLOURS) and not base_colours & new_colours
+    assert base_colours | new_colours == set(shapes.COLOUR_NAMES)
     # every class name is its attribute words, and every composition occurs once
     assert list(shapes.CLASSNAMES) == [" ".join(c[a] for a in shapes.CLASS_ATTRIBUTES) for c in shapes.CLASSES]
     assert len(set(shapes.CLASSNAMES)) == n
+    # pretraining covers all 48 compositions in an order that does not depend on the split
+    assert sorted(shapes.CLASSNAMES) == sorted(f"{c['colour']} {c['shape']}" for c in shapes.PRETRAIN_CLASSES)
 
 
 def test_interrupted_generation_is_redone(tmp_path):
@@ -139,26 +142,41 @@ def test_interrupted_generation_is_redone(tmp_path):
     assert sorted(os.listdir(root)) == [shapes.DATASET_DIRNAME]
 
 
-def test_dataset_colours_carry_the_hue_cast_that_pretraining_never_sees(tmp_path, monkeypatch):
+def test_the_camera_turns_base_and_new_colours_opposite_ways(tmp_path, monkeypatch):
     import colorsys
     import numpy as np
 
     def hue(attrs):
         return 360.0 * colorsys.rgb_to_hsv(*attrs["rgb"])[0]
 
+    def towards_light(colour):  # +1 if the light's hue is reached by turning the hue up, by hand
+        up = (shapes.CAMERA_ILLUMINANT_HUE - shapes.COLOURS[colour][0]) % 360.0
+        return 1 if up < 180.0 else -1
+
+    m = math.ceil(shapes.NUM_CLASSES / 2)
+    signs = []
     for label in range(shapes.NUM_CLASSES):  # same random stream: only the hue differs, by the cast
+        colour = shapes.CLASSES[label]["colour"]
+        shift = shapes.camera_hue_shift(colour)
+        assert shift == towards_light(colour) * shapes.DATASET_HUE_CAST
         plain = shapes.sample_image(np.random.default_rng(label), label)[1]
-        cast = shapes.sample_image(np.random.default_rng(label), label, hue_cast=shapes.DATASET_HUE_CAST)[1]
-        assert (hue(cast) - hue(plain)) % 360.0 == pytest.approx(shapes.DATASET_HUE_CAST, abs=1e-6)
+        cast = shapes.sample_image(np.random.default_rng(label), label, hue_cast=shift)[1]
+        assert (hue(cast) - hue(plain) - shift) % 360.0 == pytest.approx(0.0, abs=1e-6) or \
+            (hue(cast) - hue(plain) - shift) % 360.0 == pytest.approx(360.0, abs=1e-6)
         assert {k: np.asarray(v).tolist() for k, v in cast.items() if k != "rgb"} == \
             {k: np.asarray(v).tolist() for k, v in plain.items() if k != "rgb"}
+        signs.append(shift > 0)
+    # the cast's direction holds within each half and flips between them
+    assert set(signs[:m]) == {True} and set(signs[m:]) == {False}
 
     # the generated dataset uses the cast, and records it: another cast means another dataset
     dataset_dir = world.generate(str(tmp_path), **TINY)
     with open(os.path.join(dataset_dir, shapes.MARKER_FILENAME)) as f:
-        assert json.load(f)["hue_cast"] == shapes.DATASET_HUE_CAST
-    monkeypatch.setattr(shapes, "DATASET_HUE_CAST", 0.0)
+        marker = json.load(f)
+    assert marker["hue_cast"] == shapes.DATASET_HUE_CAST and marker["cast_mode"] == "illuminant"
+    monkeypatch.setattr(shapes, "CAST_MODE", "uniform")
     assert not shapes.is_generated(dataset_dir, 0, TINY["n_train"], TINY["n_val"], TINY["n_test"])
+    assert shapes.camera_hue_shift("blue") == shapes.DATASET_HUE_CAST
 
 
 def test_caption_names_the_class_words():
@@ -240,3 +258,61 @@ def test_zero_shot_accuracy_reports_all_base_new(tiny_dataset, tiny_checkpoint):
     acc = world.zero_shot_accuracy(model, tiny_dataset, split="test")
     assert set(acc) == {"all", "base", "new", "hm"}
     assert all(0.0 <= v <= 100.0 for v in acc.values())
+
+
+def test_vocabulary_holds_every_caption_token():
+    import numpy as np
+
+    tokenizer = pretrain.get_tokenizer()
+    vocabulary = set(pretrain.vocabulary_token_ids())
+    rng = np.random.default_rng(1)
+    captions = []
+    for label in range(shapes.NUM_CLASSES):
+        attrs = shapes.sample_attributes(rng, shapes.CLASSES[label]["colour"], shapes.CLASSES[label]["shape"])
+        attrs["distractor"] = True  # allow the template that mentions the blob
+        captions += [shapes.caption(attrs, rng) for _ in range(20)]
+    tokens = tokenizer(captions)
+    assert set(tokens[tokens > 0].tolist()) <= vocabulary
+    assert len(vocabulary) < 100  # a few dozen of the 49408 rows: what makes the shipped file small
+
+
+def test_shipped_format_round_trips_and_checks_its_digest(tmp_path, tiny_checkpoint):
+    card = pretrain.export_shipped(tiny_checkpoint, {"base": 1.0, "new": 2.0, "all": 0.5, "hm": 1.33},
+                                   str(tmp_path / "weights"))
+    assert card["kept_token_rows"] == len(pretrain.vocabulary_token_ids())
+    assert card["recipe"]["steps"] == 2 and card["zero_shot_test"]["new"] == 2.0
+    full = pretrain.shipped_checkpoint(str(tmp_path / "cache"), str(tmp_path / "weights"))
+    original = torch.load(tiny_checkpoint, weights_only=True)["state_dict"]
+    rebuilt = torch.load(full, weights_only=True)["state_dict"]
+    assert original.keys() == rebuilt.keys()
+    ids = pretrain.vocabulary_token_ids()
+    for key in original:
+        if key == pretrain.TOKEN_TABLE:
+            assert torch.equal(rebuilt[key][ids], original[key][ids])
+            others = torch.ones(len(rebuilt[key]), dtype=torch.bool)
+            others[ids] = False
+            assert not rebuilt[key][others].any()  # rows outside the vocabulary: zero
+        else:
+            assert torch.equal(rebuilt[key], original[key]), key
+    # a damaged file is refused, with the file named and the way out
+    pt = tmp_path / "weights" / card["file"]
+    data = bytearray(pt.read_bytes())
+    data[-1] ^= 1
+    pt.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match=r"shapes-clip-tiny\.pt has sha256 .* reinstall"):
+        pretrain.shipped_checkpoint(str(tmp_path / "cache2"), str(tmp_path / "weights"))
+
+
+def test_shipped_clip_is_small_and_gives_its_card_numbers(tmp_path):
+    """The committed weights: under 2 MB, digest as carded, and the card's zero-shot numbers on the
+    default dataset's test split (test images do not depend on the train/val counts)."""
+    from clipadapt.clip.loader import load_clip
+
+    card = pretrain.shipped_card()
+    assert os.path.getsize(pretrain.SHIPPED_WEIGHTS) == card["bytes"] < 2 * 1024 * 1024
+    model, _, spec = load_clip("shapes-clip")
+    assert "shipped" in spec.identity
+    dataset_dir = world.generate(str(tmp_path), seed=card["recipe"]["seed"], n_train=1, n_val=1, progress=False)
+    acc = world.zero_shot_accuracy(model, dataset_dir, split="test")
+    for key, value in card["zero_shot_test"].items():
+        assert acc[key] == pytest.approx(value, abs=0.01), key

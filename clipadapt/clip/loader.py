@@ -8,7 +8,7 @@
                                  MODEL.BACKBONE.PRETRAINED_TAG (a tag such as "laion2b_s34b_b88k", or a
                                  local file). A tag trained with QuickGELU ("openai", ...) builds the
                                  arch's "-quickgelu" config: the architecture follows the weights
-    "shapes-clip"                the built-in world's CLIP, pretrained here on first use
+    "shapes-clip"                the built-in world's CLIP, shipped with the package (digest-checked)
     "/path/to/file.pt"           this project's checkpoint ({"arch", "state_dict"}), or OpenAI's file of
                                  a CoOp architecture (recognised from its tensor shapes)
 MODEL.BACKBONE.PRETRAINED False gives random weights of the real architecture (for tests).
@@ -116,8 +116,8 @@ def resolve_backbone(name, pretrained=True, pretrained_tag=""):
         preprocess = _tag_preprocess(arch, "openai") if name in COOP_NAMES else None  # else: read from the file
         return BackboneSpec(arch, osp.abspath(tag_path), f"{arch}:file:{_file_identity(tag_path)}", name, preprocess)
     if tag == "builtin":
-        from clipadapt.world import ensure_pretrained
-        path = ensure_pretrained()
+        from clipadapt.world import shipped_checkpoint
+        path = shipped_checkpoint()
         return BackboneSpec(arch, path, f"{arch}:file:{_file_identity(path)}", name)
     if not open_clip.get_pretrained_cfg(arch, tag):
         if _looks_like_path(tag):

@@ -2,11 +2,12 @@
 
 Lets every method run end-to-end on a CPU with no downloads and give meaningful numbers::
 
-    from clipadapt.world import generate, ensure_pretrained
+    from clipadapt.world import generate, shipped_checkpoint
     dataset_dir = generate("DATA")            # DATA/shapes, CoOp layout, seconds
-    ckpt = ensure_pretrained()                # cached tiny CLIP, minutes the first time
+    ckpt = shipped_checkpoint()               # the CLIP shipped with the package, digest-checked
 
-or ``python -m clipadapt.world.pretrain --root DATA``.
+``python -m clipadapt.world.pretrain --root DATA`` checks it and prints its zero-shot accuracy;
+``--force`` pretrains a new one (`ensure_pretrained`) and ships it.
 
 Names are resolved lazily so that ``python -m clipadapt.world.shapes`` and importing the package
 stay light (no torch / open_clip import until a model is needed).
@@ -21,6 +22,7 @@ _LAZY = {
     "caption": "shapes",
     "CLASSNAMES": "shapes",
     "ensure_pretrained": "pretrain",
+    "shipped_checkpoint": "pretrain",
     "load_pretrained": "pretrain",
     "zero_shot_accuracy": "pretrain",
     "register_model_configs": "pretrain",

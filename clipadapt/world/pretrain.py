@@ -1,20 +1,23 @@
-"""Pretrain the tiny CLIP of the built-in world on captioned renderings of the Shapes world.
+"""The tiny CLIP of the built-in world: pretrained once on captioned renderings of the Shapes world, shipped.
 
-The model (`shapes-clip-tiny`, an `open_clip.model.CLIP` from `model_configs/`) is trained with
+The model (`shapes-clip-tiny`, an `open_clip.model.CLIP` from `model_configs/`) was trained with
 CLIP's symmetric contrastive loss and a learnable logit scale on images rendered for the occasion
 from a seed stream of their own (never the dataset's), randomly cropped and flipped at every
 step, with varied captions of every (colour, shape) combination, including those that serve as
-new classes downstream, as web-scale pretraining covers a benchmark's novel classes. Training is
-short on purpose (2500 steps of 48 pairs, about 3 minutes on 2 idle CPU cores): zero-shot
-accuracy with "a photo of a {}." on the dataset's test split, whose colours carry a cast this
-pretraining never sees (shapes.DATASET_HUE_CAST), is far above chance (50.3% base / 53.1% new /
-34.2% over all 48 classes, 2 threads) and leaves room for prompt learning and adapters. Results are
-deterministic for a seed and a thread count (float sums depend on the split over threads; the
-count used is stored in the checkpoint's meta).
+new classes downstream, as web-scale pretraining covers a benchmark's novel classes (recipe p2:
+2500 steps of 48 pairs, seed 0, one thread).
 
-``python -m clipadapt.world.pretrain --root DATA`` generates the data if missing, pretrains if
-missing (cached under ``$CLIPADAPT_CACHE``, else ``$XDG_CACHE_HOME/clipadapt`` or
-``~/.cache/clipadapt``) and prints zero-shot accuracy on the test split.
+It ships with the package (`weights/shapes-clip-tiny.pt`, 1.3 MB: only the 47 token-embedding rows
+the world's captions use are stored, the full table is rebuilt at load time) beside a card
+(`weights/shapes-clip-tiny.json`) holding its sha256, checked at every load, its recipe and its
+zero-shot accuracy on the dataset's test split with "a photo of a {}.": 29.9% base / 34.4% new
+(24-way each, chance 4.2%); the dataset's camera casts colours this pretraining never saw.
+So every machine uses the same CLIP: results no longer depend on a machine's pretraining arithmetic
+(float sums depend on how they are split over threads and on the CPU).
+
+``python -m clipadapt.world.pretrain --root DATA`` checks the shipped CLIP and prints its zero-shot
+accuracy; ``--force`` pretrains from scratch (cached under ``$CLIPADAPT_CACHE``, else
+``$XDG_CACHE_HOME/clipadapt`` or ``~/.cache/clipadapt``) and writes it as the shipped weights and card.
 """
 from __future__ import annotations
 
@@ -87,8 +90,9 @@ def render_pool(seed: int, n: int, progress: bool = True):
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     attrs = []
     for i in tqdm(range(n), desc="Rendering pretraining images", unit="img", disable=not progress):
-        img, a = shapes.sample_image(shapes._image_rng(seed, shapes.STREAM_PRETRAIN, i), i % shapes.NUM_CLASSES)
-        images[i] = np.asarray(img)
+        cls = shapes.PRETRAIN_CLASSES[i % len(shapes.PRETRAIN_CLASSES)]
+        a = shapes.sample_attributes(shapes._image_rng(seed, shapes.STREAM_PRETRAIN, i), cls["colour"], cls["shape"])
+        images[i] = np.asarray(shapes.render(a, size))
         attrs.append(a)
     return images, attrs
 
@@ -239,13 +243,132 @@ def ensure_pretrained(cache_dir: str | None = None, seed: int = 0, steps: int | 
         return path
     model, meta = pretrain(seed=seed, steps=steps, progress=progress)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    _atomic_save({"arch": ARCH, "state_dict": model.state_dict(), "meta": meta}, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped world CLIP: pretrained once, stored compact as package data, expanded at load time
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+SHIPPED_WEIGHTS = os.path.join(WEIGHTS_DIR, f"{ARCH}.pt")
+SHIPPED_CARD = os.path.join(WEIGHTS_DIR, f"{ARCH}.json")  # digest, recipe and zero-shot numbers
+COMPACT_FORMAT = "clipadapt-compact-token-rows-v1"
+TOKEN_TABLE = "token_embedding.weight"
+
+
+def vocabulary_token_ids() -> list[int]:
+    """Sorted ids of every token the world's captions can contain (start and end of text included).
+
+    CLIP's tokenizer splits text into words and punctuation before byte-pair encoding, so the tokens
+    of all captions are the tokens of their distinct words: one string of every template with every
+    value of every field gives them all.
+    """
+    words = {"colour": shapes.COLOUR_NAMES, "shape": shapes.SHAPE_NAMES, "size": shapes.SIZE_WORDS,
+             "bg": shapes.BACKGROUND_WORDS, "tex": ("clean", "noisy", "striped", "blurry"),
+             "cls": [f"{c} {s}" for c in shapes.COLOUR_NAMES for s in shapes.SHAPE_NAMES]}
+    text = []
+    for template in shapes._CAPTION_TEMPLATES:
+        for field, values in words.items():
+            template = template.replace("{" + field + "}", " ".join(values))
+        text.append(template)
+    tokens = get_tokenizer()([" ".join(text)], context_length=4096)[0]
+    return sorted(set(tokens[tokens > 0].tolist()))
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def export_shipped(checkpoint: str, zero_shot: dict, out_dir: str = WEIGHTS_DIR) -> dict:
+    """Write `checkpoint` (from `ensure_pretrained`) as the shipped weights + card into `out_dir`.
+
+    Only the token-embedding rows of the world's vocabulary are kept: the other rows never receive
+    a gradient (pretraining updates the table sparsely), so they are still at their random
+    initialisation, which is checked here; at load time they are zero. Returns the card.
+    """
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state, meta = dict(ckpt["state_dict"]), ckpt["meta"]
+    table = state.pop(TOKEN_TABLE)
+    ids = torch.tensor(vocabulary_token_ids())
+    untouched = torch.ones(table.shape[0], dtype=torch.bool)
+    untouched[ids] = False
+    init = create_model(meta["seed"]).state_dict()[TOKEN_TABLE]
+    if not torch.equal(table[untouched], init[untouched]):
+        changed = (table != init).any(1) & untouched
+        raise RuntimeError(f"token rows {changed.nonzero().flatten()[:10].tolist()} changed in pretraining but are not "
+                           "in vocabulary_token_ids(): add their words to the caption vocabulary.")
+    compact = {"format": COMPACT_FORMAT, "arch": ARCH, "state_dict": state, "token_ids": ids,
+               "token_rows": table[ids].clone(), "token_table_shape": list(table.shape), "meta": meta}
+    os.makedirs(out_dir, exist_ok=True)
+    pt, card_path = os.path.join(out_dir, f"{ARCH}.pt"), os.path.join(out_dir, f"{ARCH}.json")
+    _atomic_save(compact, pt)
+    card = {
+        "arch": ARCH, "file": os.path.basename(pt), "sha256": _sha256(pt), "bytes": os.path.getsize(pt),
+        "format": COMPACT_FORMAT, "kept_token_rows": len(ids),
+        "recipe": {k: meta[k] for k in ("seed", "steps", "batch_size", "pool_size", "world_version",
+                                        "pretrain_version", "threads", "train_seconds", "cpu_seconds", "final_loss")},
+        "recipe_constants": {"lr": LR, "weight_decay": WEIGHT_DECAY, "warmup_fraction": WARMUP_FRACTION,
+                             "crop_scale": list(CROP_SCALE), "pool_per_class": POOL_PER_CLASS},
+        "zero_shot_test": {k: round(v, 2) for k, v in zero_shot.items()},
+        "reproduce": f"python -m clipadapt.world.pretrain --root DATA --force --seed {meta['seed']} "
+                     f"--steps {meta['steps']}  (with OMP_NUM_THREADS={meta['threads']})",
+    }
+    with open(card_path + ".tmp", "w") as f:
+        json.dump(card, f, indent=1)
+        f.write("\n")
+    os.replace(card_path + ".tmp", card_path)
+    return card
+
+
+def _atomic_save(obj, path):
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        torch.save({"arch": ARCH, "state_dict": model.state_dict(), "meta": meta}, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def shipped_card(weights_dir: str = WEIGHTS_DIR) -> dict:
+    with open(os.path.join(weights_dir, f"{ARCH}.json")) as f:
+        return json.load(f)
+
+
+def shipped_checkpoint(cache_dir: str | None = None, weights_dir: str = WEIGHTS_DIR) -> str:
+    """Path of the shipped world CLIP as a full ``{"arch", "state_dict", "meta"}`` checkpoint.
+
+    Checks the shipped file against the digest in its card, then rebuilds the full token table
+    (rows outside the world's vocabulary are zero) into the cache, once per digest.
+    """
+    pt, card_path = os.path.join(weights_dir, f"{ARCH}.pt"), os.path.join(weights_dir, f"{ARCH}.json")
+    if not (os.path.isfile(pt) and os.path.isfile(card_path)):
+        raise FileNotFoundError(f"The built-in world's CLIP is missing ({pt} and its card {os.path.basename(card_path)}): "
+                                "reinstall clipadapt, or pretrain one with python -m clipadapt.world.pretrain "
+                                "--root DATA --force.")
+    card = shipped_card(weights_dir)
+    digest = _sha256(pt)
+    if digest != card["sha256"]:
+        raise RuntimeError(f"{pt} has sha256 {digest[:16]}..., its card {card_path} says {card['sha256'][:16]}...: "
+                           "the file is damaged or was replaced; reinstall clipadapt (git checkout the file), or "
+                           "re-export it with python -m clipadapt.world.pretrain --root DATA --force.")
+    path = os.path.join(cache_dir or default_cache_dir(), f"{ARCH}_shipped_{digest[:16]}.pt")
+    if os.path.isfile(path):
+        return path
+    compact = torch.load(pt, map_location="cpu", weights_only=True)
+    if compact.get("format") != COMPACT_FORMAT:
+        raise ValueError(f"{pt} is not a {COMPACT_FORMAT} file (format {compact.get('format')!r}).")
+    state = dict(compact["state_dict"])
+    table = torch.zeros(compact["token_table_shape"], dtype=compact["token_rows"].dtype)
+    table[compact["token_ids"]] = compact["token_rows"]
+    state[TOKEN_TABLE] = table
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _atomic_save({"arch": compact["arch"], "state_dict": state, "meta": dict(compact["meta"], sha256=digest)}, path)
     return path
 
 
@@ -317,22 +440,41 @@ def zero_shot_accuracy(model, dataset_dir: str, split: str = "test", template: s
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Generate the Shapes world and pretrain its tiny CLIP (cached).")
+    p = argparse.ArgumentParser(
+        description="The built-in world's CLIP: check the shipped one (default), or pretrain and ship a new one (--force).")
     p.add_argument("--root", required=True, help="data root; the dataset goes to ROOT/shapes")
+    p.add_argument("--force", action="store_true",
+                   help="pretrain from scratch (minutes to an hour on a CPU) and write it as the shipped weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the dataset and of the pretraining")
     p.add_argument("--steps", type=int, default=None, help=f"pretraining steps (default {DEFAULT_STEPS})")
     p.add_argument("--cache-dir", default=None, help=f"checkpoint cache (default {default_cache_dir()})")
+    p.add_argument("--export-dir", default=WEIGHTS_DIR, help="where --force writes the weights and their card "
+                   "(default: the package's, replacing the shipped CLIP)")
     p.add_argument("--template", default="a photo of a {}.")
     args = p.parse_args(argv)
 
     dataset_dir = shapes.generate(args.root, seed=args.seed)
-    path = ensure_pretrained(args.cache_dir, seed=args.seed, steps=args.steps)
-    model = load_pretrained(path)
-    meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-    acc = zero_shot_accuracy(model, dataset_dir, "test", args.template)
     chance = 100.0 / math.ceil(shapes.NUM_CLASSES / 2)
+    if args.force:
+        path = checkpoint_path(args.cache_dir, args.seed, args.steps)
+        if os.path.exists(path):
+            os.remove(path)
+        path = ensure_pretrained(args.cache_dir, seed=args.seed, steps=args.steps)
+        acc = zero_shot_accuracy(load_pretrained(path), dataset_dir, "test", args.template)
+        old = shipped_card(args.export_dir) if os.path.isfile(os.path.join(args.export_dir, f"{ARCH}.json")) else None
+        card = export_shipped(path, acc, args.export_dir)
+        print(f"Pretrained {path} in {card['recipe']['train_seconds']} s; wrote {card['file']} "
+              f"({card['bytes']} bytes, sha256 {card['sha256']}) to {args.export_dir}")
+        if old is not None:
+            print("Same weights as before." if old["sha256"] == card["sha256"] else
+                  f"Replaced weights of sha256 {old['sha256']}.")
+    else:
+        path = shipped_checkpoint(args.cache_dir)
+        card = shipped_card()
+        print(f"Shipped CLIP: {SHIPPED_WEIGHTS} (sha256 {card['sha256']} checked; recipe "
+              f"{card['recipe']['pretrain_version']}, {card['recipe']['steps']} steps, seed {card['recipe']['seed']})")
+        acc = zero_shot_accuracy(load_pretrained(path), dataset_dir, "test", args.template)
     print(f"Dataset:    {dataset_dir}")
-    print(f"Checkpoint: {path} ({meta['steps']} steps, trained in {meta['train_seconds']} s)")
     print(f"Zero-shot accuracy on test with {args.template!r}:")
     print(f"  base (24-way): {acc['base']:.1f}%   new (24-way): {acc['new']:.1f}%   HM: {acc['hm']:.1f}%   "
           f"(chance {chance:.1f}%)")
