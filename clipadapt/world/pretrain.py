@@ -461,13 +461,20 @@ def main(argv=None):
             os.remove(path)
         path = ensure_pretrained(args.cache_dir, seed=args.seed, steps=args.steps)
         acc = zero_shot_accuracy(load_pretrained(path), dataset_dir, "test", args.template)
-        old = shipped_card(args.export_dir) if os.path.isfile(os.path.join(args.export_dir, f"{ARCH}.json")) else None
+        old_pt = os.path.join(args.export_dir, f"{ARCH}.pt")
+        old = torch.load(old_pt, map_location="cpu", weights_only=True) if os.path.isfile(old_pt) else None
         card = export_shipped(path, acc, args.export_dir)
         print(f"Pretrained {path} in {card['recipe']['train_seconds']} s; wrote {card['file']} "
               f"({card['bytes']} bytes, sha256 {card['sha256']}) to {args.export_dir}")
-        if old is not None:
-            print("Same weights as before." if old["sha256"] == card["sha256"] else
-                  f"Replaced weights of sha256 {old['sha256']}.")
+        if old is not None:  # the file's digest also covers timings in the meta: compare the weights
+            new = torch.load(old_pt, map_location="cpu", weights_only=True)
+            pairs = [(old["token_rows"], new["token_rows"])] + [
+                (old["state_dict"][k], new["state_dict"][k]) for k in new["state_dict"] if k in old["state_dict"]]
+            same = old["state_dict"].keys() == new["state_dict"].keys() and torch.equal(old["token_ids"], new["token_ids"]) \
+                and all(a.shape == b.shape and torch.equal(a, b) for a, b in pairs)
+            diff = max((float((a.float() - b.float()).abs().max()) for a, b in pairs if a.shape == b.shape), default=0.0)
+            print("The same weights as the ones it replaced, bit for bit." if same else
+                  f"Weights differ from the ones it replaced (largest difference {diff:.3g}).")
     else:
         path = shipped_checkpoint(args.cache_dir)
         card = shipped_card()
