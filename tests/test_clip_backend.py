@@ -131,7 +131,7 @@ def test_shipped_configs_preprocess_as_their_weights_expect(path, world_weights,
     import trainers  # noqa: F401
     import clipadapt.world
     from clipadapt.config import build_config
-    monkeypatch.setattr(clipadapt.world, "ensure_pretrained", lambda: world_weights)
+    monkeypatch.setattr(clipadapt.world, "shipped_checkpoint", lambda: world_weights)
     trainer = osp.basename(osp.dirname(path))
     cfg = build_config(trainer, osp.join(REPO, "configs", "datasets", "shapes.yaml"), path)
     name = cfg.MODEL.BACKBONE.NAME
