@@ -72,6 +72,20 @@ def paths(items):
     return [d.impath for d in items]
 
 
+def readonly_eurosat(tmp_path):
+    """The shared EuroSAT seen through a read-only folder of links, as CI (and many users) have it.
+
+    Whether ../shared itself is writable depends on the machine; the few-shot tests must not, and
+    they must never write into it.
+    """
+    view = tmp_path / "view" / "eurosat"
+    view.mkdir(parents=True)
+    for name in ("2750", "split_zhou_EuroSAT.json"):
+        (view / name).symlink_to(SHARED / "eurosat" / name)
+    view.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    return tmp_path / "view"
+
+
 @pytest.fixture(autouse=True)
 def _no_user_cache(monkeypatch):
     monkeypatch.delenv("CLIPADAPT_CACHE", raising=False)
@@ -92,37 +106,40 @@ def test_real_eurosat_counts_and_names():
 @needs_eurosat
 def test_real_eurosat_fewshot_stable_per_seed_and_cached_outside_readonly_share(tmp_path, monkeypatch, capsys):
     before = sorted(os.listdir(SHARED / "eurosat"))
+    root = readonly_eurosat(tmp_path)
     monkeypatch.setenv("CLIPADAPT_CACHE", str(tmp_path / "cache"))
-    a = build(SHARED, "EuroSAT", shots=16, seed=1)
+    a = build(root, "EuroSAT", shots=16, seed=1)
     assert (len(a.train_x), len(a.val)) == (160, 40) and len(a.test) == 8100
     cache = tmp_path / "cache" / "fewshot" / "eurosat" / "shot_16-seed_1.json"
     assert cache.is_file()
-    assert "/work" not in cache.read_text() and str(SHARED) not in cache.read_text()  # relative paths
+    assert str(tmp_path) not in cache.read_text() and str(SHARED) not in cache.read_text()  # relative paths
     capsys.readouterr()
-    b = build(SHARED, "EuroSAT", shots=16, seed=1)
+    b = build(root, "EuroSAT", shots=16, seed=1)
     assert "Loading preprocessed few-shot data" in capsys.readouterr().out
     assert paths(a.train_x) == paths(b.train_x) and paths(a.val) == paths(b.val)
-    c = build(SHARED, "EuroSAT", shots=16, seed=2)
+    c = build(root, "EuroSAT", shots=16, seed=2)
     assert set(paths(c.train_x)) != set(paths(a.train_x))
     assert sorted(os.listdir(SHARED / "eurosat")) == before  # the shared folder is never written
 
 
 @needs_eurosat
-def test_real_eurosat_fewshot_without_cache_dir_is_deterministic_and_independent_of_global_rng(capsys):
+def test_real_eurosat_fewshot_without_cache_dir_is_deterministic_and_independent_of_global_rng(tmp_path, capsys):
+    root = readonly_eurosat(tmp_path)
     random.seed(123)
-    a = build(SHARED, "EuroSAT", shots=4, seed=3)
+    a = build(root, "EuroSAT", shots=4, seed=3)
     assert "is not cached" in capsys.readouterr().out
     random.seed(999)
     random.random()
-    b = build(SHARED, "EuroSAT", shots=4, seed=3)
+    b = build(root, "EuroSAT", shots=4, seed=3)
     assert paths(a.train_x) == paths(b.train_x) and paths(a.val) == paths(b.val)
 
 
 @needs_eurosat
-def test_real_eurosat_base_new_share_shots(capsys):
-    full = build(SHARED, "EuroSAT", shots=16, seed=1)
-    base = build(SHARED, "EuroSAT", shots=16, seed=1, subsample="base")
-    new = build(SHARED, "EuroSAT", shots=16, seed=1, subsample="new")
+def test_real_eurosat_base_new_share_shots(tmp_path, capsys):
+    root = readonly_eurosat(tmp_path)
+    full = build(root, "EuroSAT", shots=16, seed=1)
+    base = build(root, "EuroSAT", shots=16, seed=1, subsample="base")
+    new = build(root, "EuroSAT", shots=16, seed=1, subsample="new")
     out = capsys.readouterr().out
     assert "SUBSAMPLE BASE CLASSES!" in out and "SUBSAMPLE NEW CLASSES!" in out
     assert base.classnames == EUROSAT_NAMES[:5] and new.classnames == EUROSAT_NAMES[5:]
@@ -134,8 +151,8 @@ def test_real_eurosat_base_new_share_shots(capsys):
 
 
 @needs_eurosat
-def test_real_eurosat_gzsl_label_space():
-    ds = build(SHARED, "EuroSAT", shots=2, seed=1, subsample="gzsl")
+def test_real_eurosat_gzsl_label_space(tmp_path):
+    ds = build(readonly_eurosat(tmp_path), "EuroSAT", shots=2, seed=1, subsample="gzsl")
     assert {d.label for d in ds.train_x} == set(range(5)) == {d.label for d in ds.val}
     assert {d.label for d in ds.test} == set(range(10)) and len(ds.test) == 8100
     assert ds.classnames == EUROSAT_NAMES and ds.num_classes == 10 and ds.lab2cname[7] == "Residential Buildings"

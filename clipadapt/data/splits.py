@@ -6,7 +6,10 @@ Formats are CoOp's:
   with paths relative to the dataset's image folder;
 - a few-shot sample is K images per class from train and min(K, 4) per class from val, drawn
   per seed over all classes before base/new subsampling, so base and new runs of one seed share
-  their shots. CoOp pickles `Datum`s with absolute paths; here the cache is json with paths
+  their shots. The draw is Dassl's (`generate_fewshot_dataset` after `set_random_seed(seed)`):
+  classes in order of first appearance in the split, `random.sample` per class, train then val.
+  CoOp pickles the `Datum`s with absolute paths (`split_fewshot/shot_K-seed_S.pkl`); such a file
+  is used when present (read by `coop_fewshot`, no code run). Our own cache is json with paths
   relative to the dataset folder, so moving DATASET.ROOT keeps it valid.
 """
 import json
@@ -18,6 +21,7 @@ import tempfile
 from clipadapt.engine import Datum
 
 from .checks import check_split_leaks
+from .coop_fewshot import coop_entries, load_coop_fewshot_pickle
 from .errors import DatasetError, is_writable_dir, not_found
 
 SPLIT_KEYS = ("train", "val", "test")
@@ -257,14 +261,22 @@ def can_create_dir(folder):
     return is_writable_dir(path)
 
 
+# Our json caches say which draw made them; one without this mark (labels in sorted order, before
+# the draw followed Dassl) is drawn again.
+DRAW = "dassl"
+
+
 def draw_fewshot(items, num_shots, rng):
-    """`num_shots` items per label (all of them for a smaller class), labels in sorted order."""
-    by_label = {}
+    """`num_shots` items per label (all of them for a smaller class), as Dassl's generate_fewshot_dataset:
+
+    labels in order of first appearance in `items` (not sorted: on OxfordFlowers and StanfordCars
+    the two orders give different samples), one `rng.sample` per label with enough items.
+    """
+    by_label = {}  # insertion order = first appearance
     for item in items:
         by_label.setdefault(item.label, []).append(item)
     out = []
-    for label in sorted(by_label):
-        group = by_label[label]
+    for group in by_label.values():
         out += rng.sample(group, num_shots) if len(group) >= num_shots else list(group)
     return out
 
@@ -304,6 +316,13 @@ def _load_fewshot_cache(path, dataset_dir, train, val, num_shots, seed):
         return None, str(err).splitlines()[0]
     if data.get("num_shots", num_shots) != num_shots or data.get("seed", seed) != seed:
         return None, f"it was drawn for num_shots={data.get('num_shots')}, seed={data.get('seed')}"
+    if data.get("draw") != DRAW:
+        return None, "it was drawn with classes in sorted order, not in Dassl's order of first appearance"
+    return _fit_entries(data, keys, dataset_dir, train, val, num_shots)
+
+
+def _fit_entries(data, keys, dataset_dir, train, val, num_shots):
+    """(train, val) Datums of the split named by `data[key]` entries, or (None, why they do not fit)."""
     result = []
     for key, split, shots in (("train", train, num_shots), ("val", val, min(num_shots, 4))):
         if key not in keys:
@@ -317,11 +336,41 @@ def _load_fewshot_cache(path, dataset_dir, train, val, num_shots, seed):
     return tuple(result), None
 
 
+def fewshot_record(num_shots, seed, train, val, dataset_dir):
+    """The json form of a few-shot sample (what `_load_fewshot_cache` reads back)."""
+    data = {"num_shots": num_shots, "seed": seed, "draw": DRAW,
+            "train": [[relative_path(d.impath, dataset_dir), d.label, d.classname] for d in train]}
+    if val is not None:
+        data["val"] = [[relative_path(d.impath, dataset_dir), d.label, d.classname] for d in val]
+    return data
+
+
+def _load_coop_pickle(path, dataset_dir, train, val, num_shots):
+    """CoOp's pkl mapped onto the current split's Datums; DatasetError when it does not fit."""
+    data = load_coop_fewshot_pickle(path)
+    keys = ("train",) if val is None else ("train", "val")
+    if val is not None and "val" not in data:
+        raise DatasetError(f'CoOp few-shot file "{path}" has no "val" list, but this dataset draws val shots.')
+    entries = {}
+    for key, split in (("train", train), ("val", val)):
+        if key in keys:
+            pool = {relative_path(d.impath, dataset_dir): d for d in split}
+            entries[key] = coop_entries(data[key], pool, path, key)
+    loaded, reason = _fit_entries(entries, keys, dataset_dir, train, val, num_shots)
+    if loaded is None:
+        raise DatasetError(f'CoOp few-shot file "{path}" does not fit the current split: {reason}. '
+                           "Move it away to draw the sample here (the draw is CoOp's for the same seed).")
+    return loaded
+
+
 def sample_fewshot(dataset_dir, train, val, num_shots, seed, cache_dir=None):
     """K shots per class from `train` and min(K, 4) from `val` (None: train only) -> (train, val).
 
-    Drawn with `random.Random(seed)` over ALL classes, so the sample depends on the seed and the
-    split only (not on the global RNG), and base/new runs of a seed share it. Cached as
+    Drawn as Dassl draws it (`draw_fewshot`) with `random.Random(seed)`, the stream Dassl's
+    `set_random_seed(seed)` gives the global RNG, over ALL classes: the sample is CoOp's for the
+    same seed, depends on the seed and the split only (not on the global RNG), and base/new runs of
+    a seed share it. CoOp's `<dataset_dir>/split_fewshot/shot_{K}-seed_{seed}.pkl` is used instead
+    when present (and never overwritten). Cached as
     `shot_{K}-seed_{seed}.json` (see `fewshot_cache_dirs`) with paths relative to `dataset_dir`;
     a cache that does not fit the current split is redrawn with a printed note. SEED < 0 draws an
     unseeded sample and does not cache it.
@@ -333,6 +382,11 @@ def sample_fewshot(dataset_dir, train, val, num_shots, seed, cache_dir=None):
         print("SEED < 0: drawing an unseeded few-shot sample (not reproducible, not cached)")
         rng = random.Random()
         return draw_fewshot(train, num_shots, rng), (None if val is None else draw_fewshot(val, min(num_shots, 4), rng))
+
+    coop_file = os.path.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.pkl")
+    if os.path.isfile(coop_file):  # CoOp's own sample wins: the user's CoOp runs trained on it
+        print(f"Loading preprocessed few-shot data from {coop_file}")
+        return _load_coop_pickle(coop_file, dataset_dir, train, val, num_shots)
 
     filename = f"shot_{num_shots}-seed_{seed}.json"
     read_dirs, write_dir = fewshot_cache_dirs(dataset_dir, cache_dir)
@@ -354,10 +408,7 @@ def sample_fewshot(dataset_dir, train, val, num_shots, seed, cache_dir=None):
               f"the {num_shots}-shot sample (seed {seed}) is not cached; it is redrawn identically each run")
         return train, val
     path = os.path.join(write_dir, filename)
-    data = {"num_shots": num_shots, "seed": seed,
-            "train": [[relative_path(d.impath, dataset_dir), d.label, d.classname] for d in train]}
-    if val is not None:
-        data["val"] = [[relative_path(d.impath, dataset_dir), d.label, d.classname] for d in val]
+    data = fewshot_record(num_shots, seed, train, val, dataset_dir)
     try:
         write_json_atomic(data, path)
         print(f"Saving preprocessed few-shot data to {path}")

@@ -7,7 +7,7 @@ import os
 import random
 
 from .errors import DatasetError
-from .splits import _load_fewshot_cache, draw_fewshot, relative_path, write_json_atomic
+from .splits import _load_fewshot_cache, draw_fewshot, fewshot_record, write_json_atomic
 
 SAMPLE_FILE = "fewshot_sample.json"
 
@@ -27,10 +27,6 @@ def run_fewshot_sample(output_dir, dataset_dir, train, val, num_shots):
     rng = random.Random()
     train = draw_fewshot(train, num_shots, rng)
     val = None if val is None else draw_fewshot(val, min(num_shots, 4), rng)
-    data = {"num_shots": num_shots, "seed": -1,
-            "train": [[relative_path(d.impath, dataset_dir), d.label, d.classname] for d in train]}
-    if val is not None:
-        data["val"] = [[relative_path(d.impath, dataset_dir), d.label, d.classname] for d in val]
-    write_json_atomic(data, path)
+    write_json_atomic(fewshot_record(num_shots, -1, train, val, dataset_dir), path)
     print(f"SEED < 0: drew an unseeded few-shot sample; kept in {path} so that a resumed run trains on it again")
     return train, val

@@ -1,0 +1,99 @@
+"""CoOp's few-shot files, `split_fewshot/shot_K-seed_S.pkl`, read without running code.
+
+CoOp pickles `{"train": [Datum, ...], "val": [Datum, ...]}` (ImageNet: train only) with Dassl's
+`Datum` objects, whose attributes hold absolute paths of the machine that wrote the file. Python's
+`pickle.load` would import and call whatever a file names; this reader accepts only Dassl's `Datum`
+(rebuilt as an inert record) and plain containers, and refuses anything else before it is created.
+The paths are matched to the current split by their trailing components, so a file written on
+another machine (or under another DATA root) is used as it is.
+"""
+import io
+import os
+import pickle
+
+from .errors import DatasetError
+
+# What CoOp's files name: Dassl's Datum (module path as Dassl defines it) and nothing else.
+DATUM_GLOBALS = {("dassl.data.datasets.base_dataset", "Datum"), ("dassl.data.datasets", "Datum")}
+# Pickle protocols 0/1 rebuild plain objects through copyreg; protocol >= 2 needs no global for it.
+COPYREG_GLOBALS = {("copyreg", "_reconstructor"), ("builtins", "object")}
+
+
+class PickledDatum:
+    """Inert stand-in for Dassl's Datum: it only stores the attributes the pickle sets."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"a Datum's state is a {type(state).__name__}, not a dict")
+        self.__dict__.update(state)
+
+    @property
+    def impath(self):
+        return self.__dict__.get("_impath", self.__dict__.get("impath"))
+
+    @property
+    def label(self):
+        return self.__dict__.get("_label", self.__dict__.get("label"))
+
+    @property
+    def classname(self):
+        return self.__dict__.get("_classname", self.__dict__.get("classname"))
+
+
+class _DatumUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in DATUM_GLOBALS:
+            return PickledDatum
+        if (module, name) in COPYREG_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CoOp few-shot file never holds "
+                                     "(only Dassl's Datum); it was not loaded")
+
+
+def load_coop_fewshot_pickle(path):
+    """{"train": [PickledDatum], "val": [...]} from a CoOp pkl; DatasetError for anything else."""
+    try:
+        with open(path, "rb") as f:
+            data = _DatumUnpickler(io.BytesIO(f.read())).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise DatasetError(f'CoOp few-shot file "{path}" cannot be read safely: {err}. Delete it to let the '
+                           "sample be drawn again (the draw is CoOp's for the same seed).") from None
+    if not isinstance(data, dict) or "train" not in data:
+        raise DatasetError(f'CoOp few-shot file "{path}" is not a dict with a "train" list, as CoOp writes it.')
+    for key, items in data.items():
+        if key not in ("train", "val") or not isinstance(items, list):
+            raise DatasetError(f'CoOp few-shot file "{path}": unexpected entry "{key}" (CoOp writes "train" and '
+                               '"val" lists).')
+        for item in items:
+            if not isinstance(item, PickledDatum) or item.impath is None or item.label is None:
+                raise DatasetError(f'CoOp few-shot file "{path}": an item of "{key}" is not a Datum with a path '
+                                   "and a label.")
+    return data
+
+
+def match_to_split(impath, pool):
+    """The relative path (a key of `pool`) that `impath` ends with, or None.
+
+    `pool` maps paths relative to the dataset folder to the split's Datums; `impath` is absolute on
+    the machine that wrote the file. The shortest trailing part of `impath` that is a key wins (the
+    split's keys are unique, so for a path of this dataset exactly one suffix is a key).
+    """
+    parts = os.path.normpath(str(impath)).replace("\\", "/").split("/")
+    for n in range(1, len(parts) + 1):
+        candidate = "/".join(parts[-n:])
+        if candidate in pool:
+            return candidate
+    return None
+
+
+def coop_entries(items, pool, path, key):
+    """[relative path, label, classname] for each pickled Datum, or a DatasetError naming the first misfit."""
+    entries = []
+    for item in items:
+        rel = match_to_split(item.impath, pool)
+        if rel is None:
+            raise DatasetError(f'CoOp few-shot file "{path}" names {item.impath}, which is not in the current '
+                               f"{key} split of this dataset: the file was made for another split or dataset. "
+                               "Move it away to draw the sample here (the draw is CoOp's for the same seed).")
+        entries.append([rel, int(item.label), item.classname])
+    return entries
