@@ -23,11 +23,15 @@ def test_pva_rows_are_the_method_descriptions_and_consistent():
         assert abs(hm(values["base"], values["new"]) - values["hm"]) < 0.05
 
 
-def test_cocoop_rows_stay_unchecked_without_a_read_source():
-    cocoop = json.loads(ptr.REFERENCE_FILE.read_text())["base2new"]["CoCoOp"]["results"]
-    rows = [v for k, v in cocoop.items() if k != "average"]
-    assert len(rows) == 11 and not any(v["checked"] for v in rows)
-    assert abs(statistics.mean(v["new"] for v in rows) - cocoop["average"]["new"]) < 0.006
+def test_cocoop_table_rows_are_read_from_a_named_reproduction():
+    b2n = json.loads(ptr.REFERENCE_FILE.read_text())["base2new"]
+    for method in ("CLIP", "CoOp", "CoCoOp"):
+        entry = b2n[method]
+        assert "TransAgent" in entry["source"] and "2410.12183" in entry["source"]
+        rows = [v for k, v in entry["results"].items() if k != "average"]
+        assert len(rows) == 11 and all(v["checked"] for v in rows)
+        for key in ("base", "new"):  # the read rows reproduce the separately read README averages
+            assert abs(statistics.mean(v[key] for v in rows) - entry["results"]["average"][key]) < 0.006
 
 
 def test_reference_columns_for_base2new_show_pva(tmp_path):
