@@ -1,17 +1,24 @@
 """PVA (Lu et al., ECCV 2024): variational adapters in a shared latent space, base/novel separation.
 
 CLIP stays frozen. A visual and a textual variational adapter map CLIP's image feature and the
-feature of a learnable-token prompt (CoOp context) into one latent space, where images are
-classified by cosine similarity to the class latents. Training sees base classes only: cross-
-entropy + BETA_KL * KL(q || N(0, I)) of both modalities + GAMMA * image-text alignment. The adapter
-output is refined with CLIP's own feature through a residual (LAMBDA).
+feature of a learnable-token prompt (CoOp context) into one latent space as diagonal Gaussians
+q = N(mu, sigma^2); the visual adapter holds learnable tokens of its own (read by attention,
+VISUAL_TOKENS). A latent z is mapped back to CLIP's D-dim space and classified there by scaled
+cosine against the adapted text features. Training sees base classes only: cross-entropy +
+BETA_KL * KL(q || N(0, I)) of both modalities + GAMMA * image-text alignment (KLs in nats per
+latent dimension).
 
-At test time a sample's latent is compared with the base prototypes (calibrated on the base
-training data at the end of training, saved in the checkpoint): base-like samples (score >= tau)
-are classified by the fine-tuned classifier, novel-like ones by CLIP's hand-crafted zero-shot text
-features against the refined image feature. No code of the paper is public; docs/PVA.md says which
-parts are the paper's and which are our choices (each of those is a key below).
+At test time a sample's latent Gaussian is compared with the base prototypes (Gaussians calibrated
+on the base training data at the end of training, saved in the checkpoint), by negative KL
+(MEASURE kl, uses the variance), cosine or Euclidean distance of the means; with MC_SAMPLES > 0
+by Monte-Carlo samples of z. Base-like samples (score >= tau) go to the fine-tuned classifier,
+novel-like ones to the classifier that retains generalization (NOVEL_CLASSIFIER: zero-shot text
+against the adapted image feature refined with CLIP's, f_out = f_adapter + lambda f_CLIP, or plain
+CLIP zero-shot); RESIDUAL_SCOPE all refines every sample as well. No code of the paper is public;
+docs/PVA.md tables what is the paper's and what is ours (each of those is a key below).
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -25,7 +32,9 @@ from clipadapt.trainer import ClipTrainer
 
 ALIGNS = ("cosine", "kl")
 PROTOTYPES = ("image", "text")
-MEASURES = ("cosine", "kl")
+MEASURES = ("kl", "cosine", "euclidean")
+RESIDUAL_SCOPES = ("novel", "all")
+NOVEL_CLASSIFIERS = ("adapted", "zeroshot")
 
 
 # ----- the method's math, as functions (tested against hand computations) ------------------------
@@ -48,14 +57,70 @@ def pairwise_kl(mu_q, logvar_q, mu_p, logvar_p):
     return 0.5 * (quad + log_det - mu_q.shape[-1])
 
 
+def pairwise_log_density(z, mu_p, logvar_p):
+    """log N(z_i; mu_k, diag exp(logvar_k)) for every pair: (B, L) x (K, L) -> (B, K)."""
+    inv_var_p = (-logvar_p).exp()  # (K, L)
+    quad = z.pow(2) @ inv_var_p.t() - 2 * z @ (mu_p * inv_var_p).t() + (mu_p.pow(2) * inv_var_p).sum(-1)
+    return -0.5 * (quad + logvar_p.sum(-1)[None, :] + z.shape[-1] * math.log(2 * math.pi))
+
+
+def gaussian_entropy(logvar):
+    """Differential entropy of N(., diag exp(logvar)): (..., L) -> (...)."""
+    return 0.5 * (logvar.shape[-1] * (1.0 + math.log(2 * math.pi)) + logvar.sum(-1))
+
+
+def sample_latents(mu, logvar, n_samples, generator=None):
+    """n_samples draws z = mu + sigma * eps: (B, L) -> (n_samples, B, L); the generator makes them
+    reproducible."""
+    eps = torch.randn((n_samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + (0.5 * logvar).exp() * eps
+
+
+def prototype_similarity(measure, mu, logvar, proto_mu, proto_logvar, samples=None):
+    """Similarity of each sample's latent Gaussian to each prototype Gaussian: (B, L) -> (B, K).
+
+    kl: -KL(q_x || p_k) (uses both variances); cosine: cos of the means; euclidean: -|mu - p_k|^2 / 2
+    (= -KL with every variance 1: the means only). With `samples` (S, B, L), Monte-Carlo estimates:
+    kl: mean_s log p_k(z_s) + H(q_x), an unbiased estimate of -KL(q_x || p_k); cosine and
+    euclidean: the mean over samples of the measure applied to z_s.
+    """
+    if samples is None:
+        if measure == "kl":
+            return -pairwise_kl(mu, logvar, proto_mu, proto_logvar)
+        samples = mu[None]
+    if measure == "kl":
+        log_density = torch.stack([pairwise_log_density(z, proto_mu, proto_logvar) for z in samples])
+        return log_density.mean(0) + gaussian_entropy(logvar)[:, None]
+    if measure == "cosine":
+        protos = F.normalize(proto_mu, dim=-1)
+        return torch.stack([F.normalize(z, dim=-1) @ protos.t() for z in samples]).mean(0)
+    return torch.stack([-0.5 * torch.cdist(z, proto_mu).pow(2) for z in samples]).mean(0)
+
+
+def moment_matched_prototypes(mu, logvar, labels, n_classes):
+    """Per-class Gaussian that matches the first two moments of the mixture of the class's sample
+    Gaussians: mean of the means; variance = mean of the variances + variance of the means.
+    (N, L), (N,) -> (n_classes, L) means and log-variances."""
+    onehot = F.one_hot(labels, n_classes).to(mu.dtype)  # (N, K)
+    counts = onehot.sum(0).clamp_min(1)[:, None]
+    mean = onehot.t() @ mu / counts
+    second_moment = onehot.t() @ (logvar.exp() + mu.pow(2)) / counts
+    return mean, (second_moment - mean.pow(2)).clamp_min(1e-6).log()
+
+
 def alignment_loss(kind, mu_v, logvar_v, mu_t, logvar_t):
     """Cross-modal alignment of each image with its label's text latent, averaged over the batch.
 
-    cosine: 1 - cos(mu_v, mu_t); kl: KL(q_v || q_t) in closed form.
+    cosine: 1 - cos(mu_v, mu_t); kl: KL(q_v || q_t) in closed form, in nats per latent dimension.
     """
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(mu_v, mu_t, dim=-1)).mean()
-    return kl_gaussians(mu_v, logvar_v, mu_t, logvar_t).mean()
+    return kl_gaussians(mu_v, logvar_v, mu_t, logvar_t).mean() / mu_v.shape[-1]
+
+
+def mean_probability_logits(logits):
+    """Logits of the Monte-Carlo predictive distribution: log mean_s softmax(logits_s): (S, B, C) -> (B, C)."""
+    return torch.logsumexp(F.log_softmax(logits, dim=-1), dim=0) - math.log(logits.shape[0])
 
 
 def auroc(scores, positive):
@@ -81,16 +146,22 @@ def auroc(scores, positive):
 
 # ----- modules ------------------------------------------------------------------------------------
 class VariationalAdapter(nn.Module):
-    """x (N, D) -> (mu, logvar) (N, L): a bottleneck MLP with a mean and a log-variance head.
+    """x (N, D) unit-norm -> (mu, logvar) (N, L): learnable tokens (optional), then a bottleneck MLP
+    with a mean and a log-variance head.
 
-    With `skip`, mu = skip(x) + MLP(x) and the mean head starts at zero, so training starts from
-    CLIP's own space (skip = identity when L = D, a learned linear map otherwise). With
-    `variational` off the adapter is deterministic: logvar is 0 and z = mu.
+    The input is scaled by sqrt(D) (per-dimension RMS 1), the scale of the N(0, I) prior, so the
+    KL terms and sigma = exp(INIT_LOGVAR / 2) are measured against the features' own spread.
+    With `n_tokens`, the adapter holds learnable tokens T (n_tokens, D) that the feature reads by
+    attention: x + softmax(x T^T) T. With `skip`, mu = skip(x) + MLP(x) and the mean head starts at
+    zero, so training starts from CLIP's own space. With `variational` off the adapter is
+    deterministic: z = mu, and logvar is 0 (unit variance) where a measure needs one.
     """
 
-    def __init__(self, in_dim, latent_dim, hidden, variational=True, skip=True, init_logvar=-8.0):
+    def __init__(self, in_dim, latent_dim, hidden, variational=True, skip=True, init_logvar=-2.0, n_tokens=0):
         super().__init__()
         self.variational = variational
+        self.input_scale = math.sqrt(in_dim)
+        self.tokens = nn.Parameter(torch.randn(n_tokens, in_dim) * 0.02) if n_tokens > 0 else None
         self.body = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True))
         self.mu_head = nn.Linear(hidden, latent_dim)
         self.skip = None
@@ -105,6 +176,9 @@ class VariationalAdapter(nn.Module):
             nn.init.constant_(self.logvar_head.bias, init_logvar)
 
     def forward(self, x):
+        if self.tokens is not None:
+            x = x + torch.softmax(x @ self.tokens.t(), dim=-1) @ self.tokens  # (N, D)
+        x = self.input_scale * x
         h = self.body(x)
         mu = self.mu_head(h)
         if self.skip is not None:
@@ -121,8 +195,8 @@ class VariationalAdapter(nn.Module):
 
 class PVAModel(nn.Module):
     """Everything PVA learns or calibrates: prompt context, both adapters, the latent -> CLIP map,
-    and the router's state (base prototypes and tau), which depend on the base training classes only
-    and are saved in the checkpoint."""
+    and the router's state (base prototype Gaussians and tau), which depend on the base training
+    classes only and are saved in the checkpoint."""
 
     def __init__(self, prompt_learner, embed_dim, node):
         super().__init__()
@@ -130,8 +204,9 @@ class PVAModel(nn.Module):
         hidden = node.HIDDEN or max(embed_dim // 4, 1)
         self.prompt_learner = prompt_learner
         kw = dict(variational=node.VARIATIONAL, skip=node.ADAPTER_SKIP, init_logvar=node.INIT_LOGVAR)
-        self.visual = VariationalAdapter(embed_dim, latent, hidden, **kw)
-        self.textual = VariationalAdapter(embed_dim, latent, hidden, **kw)
+        n_visual_tokens = node.N_VISUAL_TOKENS if node.VISUAL_TOKENS else 0
+        self.visual = VariationalAdapter(embed_dim, latent, hidden, n_tokens=n_visual_tokens, **kw)
+        self.textual = VariationalAdapter(embed_dim, latent, hidden, **kw)  # its tokens: the prompt context
         # f_adapter: the latent back in CLIP's embedding space (shared by both modalities).
         self.to_clip = nn.Identity() if latent == embed_dim else nn.Linear(latent, embed_dim, bias=False)
         self.lam = float(node.LAMBDA) if node.RESIDUAL else 0.0
@@ -145,19 +220,16 @@ class PVAModel(nn.Module):
     def calibrated(self):
         return self.prototypes.shape[0] > 0
 
-    def refine(self, z, clip_feature):
-        """Residual refinement f_out = f_adapter + lambda * f_CLIP (both unit-norm), then unit-norm."""
+    def refine(self, z, clip_feature, residual):
+        """f_out = norm(f_adapter) [+ lambda * norm(f_CLIP) with `residual`], then unit-norm: (..., D)."""
         out = F.normalize(self.to_clip(z), dim=-1)
-        if self.lam:
+        if residual and self.lam:
             out = out + self.lam * F.normalize(clip_feature, dim=-1)
         return F.normalize(out, dim=-1)
 
-    def score(self, mu, logvar, measure):
+    def score(self, mu, logvar, measure, samples=None):
         """s(x): similarity of each sample's latent to its closest base prototype: (B, L) -> (B,)."""
-        if measure == "cosine":
-            sim = F.normalize(mu, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()
-        else:
-            sim = -pairwise_kl(mu, logvar, self.prototypes, self.prototype_logvar)
+        sim = prototype_similarity(measure, mu, logvar, self.prototypes, self.prototype_logvar, samples)
         return sim.max(dim=1).values  # (B,)
 
 
@@ -168,28 +240,33 @@ class PVA(ClipTrainer):
 
     @staticmethod
     def config_defaults(node):
-        # Learnable text tokens (CoOp context through clipadapt.clip.PromptLearner).
+        # Learnable tokens: text (CoOp context through clipadapt.clip.PromptLearner) and visual.
         node.N_CTX = 4  # number of learnable context tokens (ignored when CTX_INIT is set)
         node.CTX_INIT = "a photo of a"  # initial context ("" = random, N_CTX tokens)
         node.PREC = "fp16"  # fp16, fp32, bf16 or amp (the frozen CLIP's precision)
+        node.VISUAL_TOKENS = True  # learnable tokens in the visual adapter (the description: in each adapter)
+        node.N_VISUAL_TOKENS = 4  # their number
         # Adapters and the shared latent space.
         node.LATENT_DIM = 0  # L; 0 = D, CLIP's embedding dim (the latent map is then the identity)
         node.HIDDEN = 0  # adapter bottleneck width; 0 = D // 4
         node.ADAPTER_SKIP = True  # mu = skip(x) + MLP(x), MLP's mean head starting at zero
-        node.INIT_LOGVAR = -8.0  # initial log sigma^2 of the variational adapters
+        node.INIT_LOGVAR = -2.0  # initial log sigma^2 (features have per-dim RMS 1: sigma 0.37 of it)
         node.LOGIT_SCALE = 0.0  # scale of the cosine logits; 0 = CLIP's learned exp(logit_scale)
-        # Loss.
+        # Loss (KL terms in nats per latent dimension).
         node.VARIATIONAL = True  # off: deterministic adapters (z = mu), no KL term
-        node.BETA_KL = 1e-4  # weight of KL(q_v || N(0,I)) + KL(q_t || N(0,I))
+        node.BETA_KL = 0.1  # weight of KL(q_v || N(0,I)) + KL(q_t || N(0,I))
         node.GAMMA = 1.0  # weight of the cross-modal alignment term
         node.ALIGN = "cosine"  # cosine (1 - cos of the means) or kl (KL(q_v || q_t) in closed form)
         # Residual refinement with CLIP's features.
         node.RESIDUAL = True  # off: lambda = 0
         node.LAMBDA = 1.0  # f_out = f_adapter + LAMBDA * f_CLIP
+        node.RESIDUAL_SCOPE = "novel"  # novel: novel-like samples only (the description); all: every sample, in training too
         # Base / novel separation.
         node.SEPARATION = True  # off: every sample through the fine-tuned classifier
-        node.PROTOTYPE = "image"  # image (mean latent of base training images per class) or text
-        node.MEASURE = "cosine"  # cosine, or kl (negative KL(q_x || prototype))
+        node.NOVEL_CLASSIFIER = "adapted"  # adapted: zero-shot text vs the refined adapted feature; zeroshot: plain CLIP
+        node.PROTOTYPE = "image"  # image (moment-matched Gaussian of base training latents per class) or text
+        node.MEASURE = "kl"  # kl (-KL(q_x || prototype), uses the variance), cosine or euclidean (means only)
+        node.MC_SAMPLES = 0  # > 0: that many samples of z at test time (routing and classification); 0: closed form / z = mu
         node.TAU_PERCENTILE = 10.0  # tau = this percentile of base training scores; < 0: fixed TAU
         node.TAU = 0.0  # fixed threshold, used when TAU_PERCENTILE < 0
         node.SPLIT_LABEL_SPACE = True  # GZSL: base-like samples among base classes, novel-like among novel
@@ -199,12 +276,17 @@ class PVA(ClipTrainer):
     def check_cfg(self, cfg):
         node = cfg.TRAINER.PVA
         checks = [("PREC", node.PREC, ("fp16", "fp32", "bf16", "amp")), ("ALIGN", node.ALIGN, ALIGNS),
-                  ("PROTOTYPE", node.PROTOTYPE, PROTOTYPES), ("MEASURE", node.MEASURE, MEASURES)]
+                  ("PROTOTYPE", node.PROTOTYPE, PROTOTYPES), ("MEASURE", node.MEASURE, MEASURES),
+                  ("RESIDUAL_SCOPE", node.RESIDUAL_SCOPE, RESIDUAL_SCOPES),
+                  ("NOVEL_CLASSIFIER", node.NOVEL_CLASSIFIER, NOVEL_CLASSIFIERS)]
         for key, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f'TRAINER.PVA.{key} "{value}" must be one of {allowed}')
         if node.TAU_PERCENTILE > 100:
             raise ValueError(f"TRAINER.PVA.TAU_PERCENTILE {node.TAU_PERCENTILE} must be at most 100 (< 0: fixed TAU)")
+        for key in ("MC_SAMPLES", "N_VISUAL_TOKENS"):
+            if int(node[key]) != node[key] or node[key] < 0:
+                raise ValueError(f"TRAINER.PVA.{key} {node[key]} must be a whole number >= 0")
 
     # ----- model ---------------------------------------------------------------------------------
     def build_model(self):
@@ -236,6 +318,11 @@ class PVA(ClipTrainer):
         node = self.method_cfg
         return torch.tensor(node.LOGIT_SCALE, device=self.device) if node.LOGIT_SCALE > 0 else self.logit_scale
 
+    @property
+    def residual_everywhere(self):
+        """RESIDUAL_SCOPE all: the fine-tuned classifier (and training) use the refined features too."""
+        return self.method_cfg.RESIDUAL_SCOPE == "all"
+
     def prompt_text_features(self):
         """Unit-norm CLIP features of the learnable-token prompts of the prompt learner's classes (n, D)."""
         prompts, tokenized = self.model.prompt_learner()
@@ -246,28 +333,37 @@ class PVA(ClipTrainer):
     def before_epoch(self):
         self.model.prompt_learner.set_classnames(self.train_classnames)
 
-    def forward_backward(self, batch):
+    def loss_terms(self, image_features, label):
+        """The training loss and its terms on one batch: (loss, {name: tensor}, logits (B, n_base))."""
         node, model = self.method_cfg, self.model
-        image_features, label = self.parse_batch_train(batch)
         f_v = self.normalize(image_features)  # (B, D)
         f_t = self.prompt_text_features()  # (n_base, D)
         mu_v, logvar_v = model.visual(f_v)  # (B, L)
         mu_t, logvar_t = model.textual(f_t)  # (n_base, L)
         z_v, z_t = model.visual.sample(mu_v, logvar_v), model.textual.sample(mu_t, logvar_t)
-        output = self.scale * model.refine(z_v, f_v) @ model.refine(z_t, f_t).t()  # (B, n_base)
-        loss_ce = F.cross_entropy(output, label)
-        loss = loss_ce
-        summary = {"ce": loss_ce.item()}
+        residual = self.residual_everywhere
+        output = self.scale * model.refine(z_v, f_v, residual) @ model.refine(z_t, f_t, residual).t()
+        terms = {"ce": F.cross_entropy(output, label)}
+        loss = terms["ce"]
         if node.VARIATIONAL and node.BETA_KL > 0:
-            kl = kl_to_standard_normal(mu_v, logvar_v).mean() + kl_to_standard_normal(mu_t, logvar_t).mean()
-            loss = loss + node.BETA_KL * kl
-            summary["kl"] = kl.item()
+            latent_dim = mu_v.shape[-1]
+            terms["kl"] = (kl_to_standard_normal(mu_v, logvar_v).mean()
+                           + kl_to_standard_normal(mu_t, logvar_t).mean()) / latent_dim
+            loss = loss + node.BETA_KL * terms["kl"]
         if node.GAMMA > 0:
-            align = alignment_loss(node.ALIGN, mu_v, logvar_v, mu_t[label], logvar_t[label])
-            loss = loss + node.GAMMA * align
-            summary["align"] = align.item()
+            terms["align"] = alignment_loss(node.ALIGN, mu_v, logvar_v, mu_t[label], logvar_t[label])
+            loss = loss + node.GAMMA * terms["align"]
+        return loss, terms, output
+
+    def forward_backward(self, batch):
+        image_features, label = self.parse_batch_train(batch)
+        loss, terms, output = self.loss_terms(image_features, label)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"PVA loss is not finite at epoch {self.epoch + 1}: "
+                                     + ", ".join(f"{k} {v.item():.4g}" for k, v in terms.items()))
         self.model_backward_and_update(loss)
         self.end_of_epoch_lr_step()
+        summary = {k: v.item() for k, v in terms.items()}
         return {"loss": loss.item(), **summary, "acc": (output.argmax(1) == label).float().mean().item() * 100}
 
     def after_epoch(self):
@@ -295,6 +391,19 @@ class PVA(ClipTrainer):
                 desc="Image features (train_x, for the router)").to(self.device)
         return self._train_test_view, labels
 
+    def mc_generator(self):
+        """A generator for test-time samples, seeded from the run's seed: every evaluation draws the same."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(max(int(self.cfg.SEED), 0))
+        return generator
+
+    def latent_samples(self, mu, logvar, generator):
+        """(S, B, L) test-time samples of z (MC_SAMPLES > 0 on a variational adapter), else None."""
+        node = self.method_cfg
+        if node.MC_SAMPLES > 0 and node.VARIATIONAL:
+            return sample_latents(mu, logvar, node.MC_SAMPLES, generator)
+        return None
+
     @torch.no_grad()
     def calibrate(self):
         """Set the base prototypes and tau from the base training samples (no novel data needed)."""
@@ -308,13 +417,11 @@ class PVA(ClipTrainer):
             model.prompt_learner.set_classnames(self.train_classnames)
             prototypes, prototype_logvar = model.textual(self.prompt_text_features())  # (n_base, L)
         else:
-            onehot = F.one_hot(labels, n_base).float()  # (N, n_base)
-            counts = onehot.sum(0).clamp_min(1)[:, None]
-            prototypes = onehot.t() @ mu_v / counts  # per-class mean latent
-            prototype_logvar = (onehot.t() @ logvar_v.exp() / counts).clamp_min(1e-12).log()
+            prototypes, prototype_logvar = moment_matched_prototypes(mu_v, logvar_v, labels, n_base)
         model.prototypes = prototypes.detach().clone()
         model.prototype_logvar = prototype_logvar.detach().clone()
-        scores = model.score(mu_v, logvar_v, node.MEASURE)  # (N,)
+        samples = self.latent_samples(mu_v, logvar_v, self.mc_generator())
+        scores = model.score(mu_v, logvar_v, node.MEASURE, samples)  # (N,)
         if node.TAU_PERCENTILE >= 0:
             # "lower": at least (100 - p)% of the base training samples have s >= tau.
             tau = torch.quantile(scores.double(), node.TAU_PERCENTILE / 100.0, interpolation="lower").float()
@@ -337,41 +444,55 @@ class PVA(ClipTrainer):
         model.prompt_learner.set_classnames(self.classnames)
         f_t = self.prompt_text_features()  # (n_cls, D)
         mu_t, _ = model.textual(f_t)
-        self.tuned_text = model.refine(mu_t, f_t)  # (n_cls, D)
+        self.tuned_text = model.refine(mu_t, f_t, self.residual_everywhere)  # (n_cls, D)
         if self._zs_classnames != self.classnames:  # hand-crafted prompts, once per class list
             self.zs_text = self.encode_texts(prompts_for(self.classnames, self.cfg.DATASET.NAME, node.TEMPLATE)).float()
             self._zs_classnames = self.classnames
         self._tau_now = self.tau
-        self._routing = {"score": [], "to_base": [], "label": []}
+        self._generator = self.mc_generator()
+        self._routing = {"score": [], "to_base": [], "label": [], "mu": [], "logvar": []}
         if node.SEPARATION and not model.calibrated:
             print("Warning: the router has no base prototypes (untrained model?): every sample goes to the "
                   "zero-shot (novel) branch")
 
-    def branch_logits(self, image_features):
-        """Fine-tuned and zero-shot logits (B, n_cls) each, the latent (mu, logvar) of each sample."""
-        model = self.model
+    def classify(self, z, f_v, text, residual):
+        """Scaled cosine logits of z (B, L) or its samples (S, B, L) against text (C, D); over samples,
+        the logits of the mean predicted probability."""
+        logits = self.scale * self.model.refine(z, f_v, residual) @ text.t()
+        return mean_probability_logits(logits) if logits.dim() == 3 else logits
+
+    def branch_logits(self, image_features, samples_generator=None):
+        """Fine-tuned and novel-branch logits (B, n_cls) each, the latent (mu, logvar) and the test-time
+        samples (S, B, L) or None of each image."""
+        node, model = self.method_cfg, self.model
         f_v = self.normalize(image_features)
         mu_v, logvar_v = model.visual(f_v)
-        r_v = model.refine(mu_v, f_v)  # residual-refined image feature (B, D)
-        return self.scale * r_v @ self.tuned_text.t(), self.scale * r_v @ self.zs_text.t(), mu_v, logvar_v
+        samples = self.latent_samples(mu_v, logvar_v, samples_generator or self.mc_generator())
+        z = mu_v if samples is None else samples
+        tuned = self.classify(z, f_v, self.tuned_text, self.residual_everywhere)
+        if node.NOVEL_CLASSIFIER == "zeroshot":
+            novel = self.scale * f_v @ self.zs_text.t()  # CLIP's own zero-shot classifier
+        else:
+            novel = self.classify(z, f_v, self.zs_text, residual=True)
+        return tuned, novel, mu_v, logvar_v, samples
 
     def model_inference(self, image_features):
         node, model = self.method_cfg, self.model
-        tuned, zero_shot, mu_v, logvar_v = self.branch_logits(image_features)
+        tuned, novel, mu_v, logvar_v, samples = self.branch_logits(image_features, self._generator)
         if not node.SEPARATION:
             return tuned
         if model.calibrated:
-            score = model.score(mu_v, logvar_v, node.MEASURE)  # (B,)
+            score = model.score(mu_v, logvar_v, node.MEASURE, samples)  # (B,)
         else:
             score = torch.full((len(tuned),), float("-inf"), device=tuned.device)
         to_base = score >= self._tau_now  # (B,)
         if node.SPLIT_LABEL_SPACE and self.cfg.DATASET.SUBSAMPLE_CLASSES == "gzsl":
             base_cols = torch.arange(tuned.shape[1], device=tuned.device) < len(self.base_classnames)
             tuned = tuned.masked_fill(~base_cols, float("-inf"))
-            zero_shot = zero_shot.masked_fill(base_cols, float("-inf"))
-        self._routing["score"].append(score.cpu())
-        self._routing["to_base"].append(to_base.cpu())
-        return torch.where(to_base[:, None], tuned, zero_shot)
+            novel = novel.masked_fill(base_cols, float("-inf"))
+        for key, value in (("score", score), ("to_base", to_base), ("mu", mu_v), ("logvar", logvar_v)):
+            self._routing[key].append(value.cpu())
+        return torch.where(to_base[:, None], tuned, novel)
 
     def parse_batch_test(self, batch):
         image_features, label = super().parse_batch_test(batch)
@@ -389,14 +510,21 @@ class PVA(ClipTrainer):
 
     def report_routing(self):
         """Separation diagnostics after Dassl's result block; routing accuracy and AUROC when the
-        test set holds both base and novel samples (GZSL: labels < number of base classes are base)."""
+        test set holds both base and novel samples (GZSL: labels < number of base classes are base),
+        with the AUROC of every measure on the same latents (closed form), to show what the
+        variance adds to the means."""
         score = torch.cat(self._routing["score"]).numpy()
         to_base = torch.cat(self._routing["to_base"]).numpy()
         lines = [f"=> separation (tau = {self._tau_now:.4f})", f"* routed_base: {100 * to_base.mean():.1f}%",
                  f"* routed_novel: {100 * (1 - to_base.mean()):.1f}%"]
         if self.cfg.DATASET.SUBSAMPLE_CLASSES == "gzsl":
             is_base = torch.cat(self._routing["label"]).numpy() < len(self.base_classnames)
-            if is_base.any() and (~is_base).any():
+            if is_base.any() and (~is_base).any() and self.model.calibrated:
                 lines.append(f"* routing_acc: {100 * (to_base == is_base).mean():.1f}%")
                 lines.append(f"* auroc: {100 * auroc(score, is_base):.1f}%")
+                mu, logvar = torch.cat(self._routing["mu"]), torch.cat(self._routing["logvar"])
+                proto = self.model.prototypes.cpu(), self.model.prototype_logvar.cpu()
+                for measure in MEASURES:
+                    s = prototype_similarity(measure, mu, logvar, *proto).max(1).values.numpy()
+                    lines.append(f"* auroc_{measure}: {100 * auroc(s, is_base):.1f}%")
         print("\n".join(lines))
