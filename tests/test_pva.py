@@ -3,6 +3,7 @@ and checkpoints that restore adapters, tokens, tau and prototypes for base->new 
 import math
 import os
 import re
+import sys
 
 import pytest
 import torch
@@ -347,6 +348,23 @@ def test_ablation_script_runs_each_switch_into_its_own_tree(shapes_root, tmp_pat
             flags = {k: re.search(rf"^\s+{k}: (\w+)", text, re.M).group(1) for k in defaults}
             assert flags == {**defaults, **changed}, (variant, log)
         assert "* auroc_kl:" in logs[2].read_text()
+    summary = subprocess.run([sys.executable, "scripts/pva/summarize_ablation.py", str(out / "pva_ablation"),
+                              "--losses"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in summary.splitlines()[2:]}
+    assert sorted(rows) == sorted(switch)
+    base_acc = float(re.findall(r"\* accuracy: ([\d.]+)%", (out / "pva_ablation" / "mc8" / "base2new" / "train_base"
+                                                                / run).read_text())[-1])
+    assert rows["mc8"][1] == "1" and float(rows["mc8"][2]) == base_acc  # one seed: its own accuracy
+    assert "kl " in rows["full"][-1] and "kl " not in rows["no_variational"][-1]  # the loss terms logged
     bad = subprocess.run(["bash", "scripts/pva/ablation.sh", "shapes", "1"], cwd=REPO, capture_output=True,
                          text=True, env=dict(env, VARIANTS="full no_such"))
     assert bad.returncode == 2 and "unknown variant 'no_such'" in bad.stderr
+
+
+@pytest.mark.parametrize("key, value", [("RESIDUAL_SCOPE", "base"), ("NOVEL_CLASSIFIER", "clip"),
+                                        ("MEASURE", "l2"), ("MC_SAMPLES", "-1")])
+def test_bad_switch_values_are_refused_by_name(tmp_path, key, value):
+    from trainers.pva import PVA
+    cfg = make_cfg("PVA", PVA_CFG, str(tmp_path), tmp_path, [f"TRAINER.PVA.{key}", value])
+    with pytest.raises(ValueError, match=f"TRAINER.PVA.{key}"):
+        PVA.check_cfg(None, cfg)
