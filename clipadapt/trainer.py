@@ -19,6 +19,8 @@ from .clip import (TextEncoder, check_input_config, compute_dtype, embed_dim, in
                    precision_dtype, precision_key, state_dict_digest)
 from .engine import CheckpointMixin, TrainerX, build_transform
 from .engine.builtin.evaluator import GZSLClassification
+from .engine.builtin.trainer import CheckpointError, load_state_without_derived
+from .engine.builtin.utils import load_checkpoint
 from .engine.builtin.data_manager import IndexDataset, build_data_loader
 from .engine.builtin.trainer import check_weights
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
@@ -136,6 +138,20 @@ class ClipTrainer(*_BASES):
         if self.backbone.weights is None:  # random weights: name them by their values
             self.backbone.identity += ":" + state_dict_digest(self.clip_model.visual)
         return self.clip_model
+
+    def load_init_weights(self, module, name):
+        """Load MODEL.INIT_WEIGHTS (if set) into `module`: safe loader and the buffer-dropping of
+        --model-dir, so a CoOp-format checkpoint (with token_prefix/token_suffix) loads too."""
+        fpath = self.cfg.MODEL.INIT_WEIGHTS
+        if not fpath:
+            return
+        try:
+            state = load_checkpoint(fpath)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise CheckpointError(f"MODEL.INIT_WEIGHTS: {exc}") from exc
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        load_state_without_derived(module, state, fpath, name)
 
     @property
     def embed_dim(self):

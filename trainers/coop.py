@@ -3,7 +3,6 @@ import torch.nn.functional as F
 
 from clipadapt.clip import PromptLearner
 from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
-from clipadapt.engine.builtin.utils import load_checkpoint
 from clipadapt.trainer import ClipTrainer
 
 
@@ -29,9 +28,7 @@ class CoOp(ClipTrainer):
         self.prompt_learner = PromptLearner(
             self.text_encoder, self.tokenizer, self.train_classnames, n_ctx=node.N_CTX, ctx_init=node.CTX_INIT,
             csc=node.CSC, position=node.CLASS_TOKEN_POSITION)
-        if self.cfg.MODEL.INIT_WEIGHTS:
-            state = load_checkpoint(self.cfg.MODEL.INIT_WEIGHTS)
-            self.prompt_learner.load_state_dict(state.get("state_dict", state))
+        self.load_init_weights(self.prompt_learner, "prompt_learner")
         self.optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("prompt_learner", self.prompt_learner, self.optim, self.sched)

@@ -77,6 +77,17 @@ def check_weights(state_dict, name, epoch, action):
                              "check the inputs.")
 
 
+def load_state_without_derived(model, state_dict, fpath, name):
+    """Load `state_dict` into `model` strictly, after dropping entries that name its non-persistent
+    buffers (rebuilt by the model itself); CheckpointError naming `fpath` and `name` on a mismatch."""
+    derived = non_persistent_buffer_names(model)
+    state_dict = OrderedDict((k, v) for k, v in state_dict.items() if k not in derived)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise CheckpointError(f'Checkpoint "{fpath}" does not fit model "{name}" of this run: {exc}') from exc
+
+
 def resume_pointers(directory):
     """{model name: checkpoint file} named by the `<directory>/<model>/checkpoint` pointer files."""
     pointers = {}
@@ -204,13 +215,7 @@ class CheckpointMixin:
         Entries naming buffers the model does not save (persistent=False: the class-token embeddings
         `token_prefix` / `token_suffix` that CoOp's checkpoints carry) are dropped, as CoOp's
         load_model does: they are rebuilt from this run's class names."""
-        model = self._models[name]
-        derived = non_persistent_buffer_names(model)
-        state_dict = OrderedDict((k, v) for k, v in state_dict.items() if k not in derived)
-        try:
-            model.load_state_dict(state_dict)
-        except RuntimeError as exc:
-            raise CheckpointError(f'Checkpoint "{fpath}" does not fit model "{name}" of this run: {exc}') from exc
+        load_state_without_derived(self._models[name], state_dict, fpath, name)
 
     def load_model(self, directory, epoch=None):
         if not directory:
