@@ -32,9 +32,11 @@ from typing import Dict, List, NamedTuple, Optional
 import numpy as np
 from tabulate import tabulate
 
+from clipadapt import runs
+
 LOG_NAME = "log.txt"
-FINISH_TRAINING = "Finish training"  # Dassl >= 0.6.1; older forks look for "Finished training"
-TEST_RESULT = "=> result"
+FINISH_TRAINING = runs.FINISH_TRAINING  # Dassl >= 0.6.1; older forks look for "Finished training"
+TEST_RESULT = runs.TEST_RESULT
 REFERENCE_FILE = Path(__file__).resolve().parent / "configs" / "reference_results.json"
 
 PROTOCOLS = ("base2new", "gzsl", "xd", "dg", "fewshot")
@@ -44,12 +46,13 @@ DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 SOURCE_DATASET = "imagenet"
 FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
 
-# Output layouts, relative to --root; {shots} and {seed} are integers.
-BASE2NEW_RUNS = "{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"  # under base2new/<split>/
-GZSL_RUNS = "{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"  # under gzsl/
-XD_SOURCE_RUNS = "{trainer}/{cfg}_{shots}shots/seed{seed}"  # under imagenet/
-XD_TARGET_RUNS = "{trainer}/{cfg}_{shots}shots/{dataset}/seed{seed}"  # under evaluation/
-FEWSHOT_RUNS = "{dataset}/{trainer}/{cfg}_{shots}shots/seed{seed}"  # under fewshot/
+# Output layouts below their protocol folder, from the run registry (clipadapt/runs.py), which the
+# scripts also use to place runs; {shots} and {seed} are integers.
+BASE2NEW_RUNS = runs.LAYOUTS["base2new"][1]  # under base2new/<split>/
+GZSL_RUNS = runs.LAYOUTS["gzsl"][1]  # under gzsl/
+XD_SOURCE_RUNS = runs.LAYOUTS["xd_source"][1]  # under imagenet/
+XD_TARGET_RUNS = runs.LAYOUTS["xd_target"][1]  # under evaluation/
+FEWSHOT_RUNS = runs.LAYOUTS["fewshot"][1]  # under fewshot/
 
 PARTIAL_MARK = "†"
 UNCHECKED_MARK = "*"
@@ -228,20 +231,37 @@ def match_run_dirs(base: Path, pattern: str):
         yield from walk(base, 0, {})
 
 
+def read_run(run_dir: Path, keywords):
+    """A run's metrics: from its result.json (written by train.py), else from log.txt (plain CoOp
+    trees); None when it has neither. ResultError when they lack a keyword."""
+    try:
+        metrics = runs.read_result(str(run_dir), keywords)
+    except KeyError as error:
+        raise ResultError(error.args[0]) from None
+    if metrics is not None:
+        return metrics
+    if (run_dir / runs.RUN_FILE).is_file():
+        raise ResultError(f"{run_dir} has {runs.RUN_FILE} but no {runs.RESULT_FILE}: the run is not finished "
+                          "(still running, or killed: run its command again to finish it)")
+    log = run_dir / LOG_NAME
+    if not log.is_file():
+        return None
+    return parse_log(log, keywords)[0]
+
+
 def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Optional[str] = None) -> Dict:
     """``{(dataset, Method): {seed: {keyword: value}}}``; unreadable runs are skipped with a warning."""
     runs: Dict = {}
     for fields, run_dir in match_run_dirs(base, pattern):
         if trainers and fields["trainer"] not in trainers:
             continue
-        log = run_dir / LOG_NAME
-        if not log.is_file():
-            warn(f"skipping {run_dir}: no {LOG_NAME}")
-            continue
         try:
-            metrics, _ = parse_log(log, keywords)
+            metrics = read_run(run_dir, keywords)
         except ResultError as error:
             warn(f"skipping run: {error}")
+            continue
+        if metrics is None:
+            warn(f"skipping {run_dir}: no {runs.RESULT_FILE} and no {LOG_NAME}")
             continue
         key = (fields.get("dataset", dataset), Method(fields["trainer"], fields["cfg"], int(fields["shots"])))
         runs.setdefault(key, {})[int(fields["seed"])] = metrics

@@ -15,6 +15,7 @@ import torch
 
 import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
+from clipadapt import runs
 from clipadapt.clip import BackboneError
 from clipadapt.config import ConfigError, build_config, check_names, check_values
 from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
@@ -124,20 +125,26 @@ def check_resume_dir(cfg):
 
 
 def unfinished_log(output_dir):
-    """True when output_dir/log.txt is from a run that never printed its final result (killed before
-    its first checkpoint, say). The new run continues that log.txt rather than starting a
-    timestamped one, which parse_test_res.py would not read (same rule as `finished` in
-    scripts/common/env.sh)."""
-    path = osp.join(output_dir, "log.txt")
-    if not osp.isfile(path):
-        return False
-    final = False
-    with open(path, errors="replace") as f:
-        for line in f:
-            final = final or line.startswith(("Finish training", "Evaluate on the *test* set"))
-            if final and line.startswith("* accuracy:"):
-                return False
-    return True
+    """True when output_dir/log.txt is from a run that is not finished (killed before its first
+    checkpoint, say). The new run continues that log.txt rather than starting a timestamped one,
+    which parse_test_res.py would not read. "Finished" is the run registry's judgement."""
+    return osp.isfile(osp.join(output_dir, "log.txt")) and not runs.is_finished(output_dir)
+
+
+def record_start(args, cfg):
+    """run.json: the run's identity (config file, overrides, merged config) in its output folder."""
+    base = build_config(args.trainer, args.dataset_config_file, args.config_file, [], cli_overrides(args))
+    identity = runs.describe_run(cfg, base, args.config_file, args.eval_only, args.model_dir, args.load_epoch)
+    runs.start_run(cfg.OUTPUT_DIR, identity)
+
+
+def record_result(cfg, started):
+    """result.json beside the log once the run has printed its final result."""
+    log = getattr(sys.stdout, "file", None)
+    log_path = getattr(log, "name", "") if log is not None else ""
+    if log is not None:
+        log.flush()
+    runs.write_result(cfg.OUTPUT_DIR, cfg, log_path, time.time() - started, engine=ENGINE)
 
 
 def fail(message):
@@ -165,6 +172,7 @@ def print_args(args, cfg):
 
 
 def main(args):
+    started = time.time()
     try:
         cfg = setup_cfg(args)
         check_model_dir(args, cfg)
@@ -177,7 +185,7 @@ def main(args):
         sys.exit(f"error: {write_error_message(exc, 'the run folder') or exc}")
     try:
         remove_temp_files(cfg.OUTPUT_DIR)
-        run(args, cfg)
+        run(args, cfg, started)
     except (FloatingPointError, UnreadableImageError, CheckpointError, DatasetError, BackboneError) as exc:
         fail(f"error: {exc}")
     except OSError as exc:
@@ -189,7 +197,7 @@ def main(args):
         lock.release()
 
 
-def run(args, cfg):
+def run(args, cfg, started):
     """Log, build the trainer, then evaluate or train (main has checked the arguments and holds the lock)."""
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
@@ -207,6 +215,8 @@ def run(args, cfg):
     print(f"Engine: {ENGINE}")
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
+    if cfg.OUTPUT_DIR:
+        record_start(args, cfg)
 
     trainer = build_trainer(cfg)
     if args.eval_only:
@@ -214,9 +224,12 @@ def run(args, cfg):
             print("Warning: --eval-only without --model-dir evaluates the untrained model")
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
-        return
-    if not args.no_train:
+    elif not args.no_train:
         trainer.train()
+    else:
+        return
+    if cfg.OUTPUT_DIR:
+        record_result(cfg, started)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One command per protocol: every dataset x seed of PROTOCOL for TRAINER, then the paper-style table.
 #
-#   bash scripts/run_protocol.sh PROTOCOL TRAINER [CFG] [KEY VALUE ...]
+#   bash scripts/run_protocol.sh [LAUNCHER OPTIONS] PROTOCOL TRAINER [CFG] [KEY VALUE ...]
 #   e.g. bash scripts/run_protocol.sh base2new CoOp
 #        DATA=/data SEEDS="1" DATASETS="eurosat dtd" bash scripts/run_protocol.sh gzsl CoOp vit_b16_ctxv1
+#        bash scripts/run_protocol.sh --launcher parallel --jobs 8 base2new CoOp      # 8 GPUs (or processes)
+#        bash scripts/run_protocol.sh --launcher slurm --partition gpu --gpus 1 --time 120 base2new CoOp
 #
 # PROTOCOL and its datasets (DATASETS="..." replaces the list):
 #   base2new  the 11 CoOp datasets: train on base classes, test on base and new (base2new_train/test.sh)
@@ -15,14 +17,21 @@
 #             datasets work too, e.g. DATASETS="caltech101 eurosat", with seen = base and unseen = new)
 # SEEDS (default "1 2 3"); SHOTS (default 16) for base2new, xd, dg and gzsl, as in scripts/common.
 #
+# LAUNCHER OPTIONS (before PROTOCOL; see python -m clipadapt.sweep --help):
+#   --launcher local      one run after another (the default)
+#   --launcher parallel   --jobs N runs at a time: one per GPU (CUDA_VISIBLE_DEVICES), or N CPU processes
+#   --launcher slurm      a Slurm job array per stage (submitit): --partition P --time MINUTES --gpus G
+#                         --cpus C --mem-gb M; --no-wait returns after submitting (run again for the table)
+#
 # CFG names configs/trainers/TRAINER/CFG.yaml. Without it, the CFG is the default of the method's own
 # wrapper for that protocol: the "${CFG:-...}" of the scripts/<method>/ script that runs
 # scripts/common/<script> for TRAINER (base2new_train.sh, xd_train.sh, few_shot.sh or gzsl.sh), so a
 # protocol runs with the same config here as through the method's scripts.
-# KEY VALUE pairs (they contain a dot, e.g. OPTIM.MAX_EPOCH 5) go to every train.py run.
+# KEY VALUE pairs (they contain a dot, e.g. OPTIM.MAX_EPOCH 5) go to every train.py run; options that
+# change the config put the runs in their own folders (clipadapt/runs.py).
 #
 # DATA and OUTPUT are read as by scripts/common/env.sh (default ./data and output). Finished runs are
-# skipped and unfinished ones resumed by the common scripts, so the command can simply be run again.
+# skipped and unfinished ones resumed, so the command can simply be run again (after a kill too).
 # A failed run is reported and the others go on; the exit status is then 1.
 source "$(dirname "${BASH_SOURCE[0]}")/common/env.sh"
 export DATA OUTPUT
@@ -33,11 +42,20 @@ DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 GZSL_DATASETS="cub awa2 sun_gzsl flo"
 
 usage() {
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     echo "error: $1" >&2
     exit 2
 }
 
+LAUNCH=()
+while [ $# -gt 0 ] && [[ "$1" == --* ]]; do
+    case "$1" in
+        --no-wait) LAUNCH+=("$1"); shift ;;
+        --launcher|--jobs|--partition|--time|--gpus|--cpus|--mem-gb|--poll)
+            [ $# -ge 2 ] || usage "$1 needs a value"; LAUNCH+=("$1" "$2"); shift 2 ;;
+        *) usage "unknown option $1 (launcher options: --launcher --jobs --no-wait --partition --time --gpus --cpus --mem-gb)" ;;
+    esac
+done
 [ $# -ge 2 ] || usage "give PROTOCOL and TRAINER"
 PROTOCOL=$1; TRAINER=$2; shift 2
 case "$PROTOCOL" in
@@ -78,46 +96,8 @@ for DATASET in $CHECK; do
 done
 SEEDS=${SEEDS:-1 2 3}
 SHOTS_LIST=${SHOTS_LIST:-1 2 4 8 16}
-COMMON="scripts/common"
 echo "run_protocol: $PROTOCOL, trainer $TRAINER, config $CFG; datasets: $DATASETS; seeds: $SEEDS; DATA=$DATA OUTPUT=$OUTPUT"
-
-FAILED=()
-job() {  # job LABEL COMMAND...: run one script; a failure is recorded and the loop goes on
-    local label=$1; shift
-    echo "=== $PROTOCOL: $label"
-    if ! "$@"; then
-        echo "!!! failed: $label" >&2
-        FAILED+=("$label")
-        return 1
-    fi
-}
-
-case "$PROTOCOL" in
-    base2new)
-        for DATASET in $DATASETS; do for SEED in $SEEDS; do
-            job "$DATASET seed $SEED (train on base)" bash "$COMMON/base2new_train.sh" "$TRAINER" "$CFG" "$DATASET" "$SEED" "$@" &&
-                job "$DATASET seed $SEED (test on new)" bash "$COMMON/base2new_test.sh" "$TRAINER" "$CFG" "$DATASET" "$SEED" "$@" || true
-        done; done ;;
-    fewshot)
-        for DATASET in $DATASETS; do for SHOTS in $SHOTS_LIST; do for SEED in $SEEDS; do
-            job "$DATASET $SHOTS shots seed $SEED" bash "$COMMON/few_shot.sh" "$TRAINER" "$CFG" "$DATASET" "$SHOTS" "$SEED" "$@" || true
-        done; done; done ;;
-    xd|dg)
-        for SEED in $SEEDS; do
-            job "${SOURCE:-imagenet} seed $SEED (source)" bash "$COMMON/xd_train.sh" "$TRAINER" "$CFG" "$SEED" "$@" || continue
-            for DATASET in $DATASETS; do
-                job "$DATASET seed $SEED" bash "$COMMON/xd_test.sh" "$TRAINER" "$CFG" "$DATASET" "$SEED" "$@" || true
-            done
-        done ;;
-    gzsl)
-        for DATASET in $DATASETS; do for SEED in $SEEDS; do
-            job "$DATASET seed $SEED" bash "$COMMON/gzsl.sh" "$TRAINER" "$CFG" "$DATASET" "$SEED" "$@" || true
-        done; done ;;
-esac
-
-echo
-python parse_test_res.py --table "$PROTOCOL" --root "$OUTPUT" --trainers "$TRAINER" || true
-if [ ${#FAILED[@]} -gt 0 ]; then
-    echo "${#FAILED[@]} run(s) failed: ${FAILED[*]} (their logs are under $OUTPUT; run the command again to retry)" >&2
-    exit 1
-fi
+# shellcheck disable=SC2086  # word lists
+exec python -m clipadapt.sweep "$PROTOCOL" "$TRAINER" "$CFG" --datasets $DATASETS --seeds $SEEDS \
+    --shots "${SHOTS:-16}" --shots-list $SHOTS_LIST --source "${SOURCE:-imagenet}" \
+    --data "$DATA" --output "$OUTPUT" ${LAUNCH[@]+"${LAUNCH[@]}"} -- "$@"

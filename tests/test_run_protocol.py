@@ -2,6 +2,7 @@
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -26,16 +27,20 @@ def table_row(stdout, first_cell):
 
 
 def test_base2new_runs_every_seed_prints_the_table_and_skips_finished_runs(shapes_root, tmp_path):
+    from clipadapt.runs import protocol_run
     out = tmp_path / "output"
-    run = "shapes/shots_16/ZeroshotCLIP/vit_b16/seed1/log.txt"
-    killed = out / "base2new" / "test_new" / run  # a run killed before its result: it must run again
+    # the folders the run registry gives these runs (TINY_OPTS change the config: a tagged folder)
+    folder = {kind: protocol_run(kind, "ZeroshotCLIP", "vit_b16", "shapes", 1, 16, TINY_OPTS).output_dir(str(out))
+              for kind in ("base2new_train", "base2new_test")}
+    assert "/shapes/shots_16/ZeroshotCLIP/vit_b16_" in folder["base2new_test"]
+    killed = Path(folder["base2new_test"]) / "log.txt"  # a run killed before its result: it must run again
     killed.parent.mkdir(parents=True)
     killed.write_text("Loading trainer: ZeroshotCLIP\nLoading dataset: Shapes\n")
     first = run_protocol(["base2new", "ZeroshotCLIP", *TINY_OPTS], shapes_root, out)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # the config is the default of scripts/zsclip/base2new_train.sh
     assert "config vit_b16" in first.stdout
-    assert (out / "base2new" / "train_base" / run).is_file()
+    assert (Path(folder["base2new_train"]) / "result.json").is_file()
     assert "=== Restarting the unfinished run" in killed.read_text()  # continued, so the table reads it
     assert not list(killed.parent.glob("log.txt-*"))
     assert "ZeroshotCLIP Base" in first.stdout and "ZeroshotCLIP HM" in first.stdout
@@ -63,7 +68,8 @@ def test_coop_gzsl_trains_on_seen_classes_and_reports_s_u_h_past_a_failed_run(sh
     proc = run_protocol(["gzsl", "CoOp", *opts], shapes_root, out, SHOTS="2", DATASETS="cub shapes")
     # there is no CUB in this root: that run fails, is reported, and the shapes run goes on
     assert proc.returncode == 1 and "1 run(s) failed: cub seed 1" in proc.stderr, proc.stderr[-3000:]
-    log = (out / "gzsl" / "shapes" / "shots_2" / "CoOp" / "vit_b16_ctxv1" / "seed1" / "log.txt").read_text()
+    [run_dir] = (out / "gzsl" / "shapes" / "shots_2" / "CoOp").glob("vit_b16_ctxv1_*/seed1")  # tagged by opts
+    log = (run_dir / "log.txt").read_text()
     assert "Finish training" in log and "epoch [2/2]" in log
     assert re.search(r"# train_x\s+48\b", log)  # 24 seen classes x 2 shots: no unseen image is trained on
     assert re.search(r"# classes\s+48\b", log) and "* total: 192" in log  # tested on all 48 classes

@@ -4,8 +4,4 @@
 # bash scripts/common/base2new_test.sh TRAINER CFG DATASET SEED [KEY VALUE ...]
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 TRAINER=$1; CFG=$2; DATASET=$3; SEED=$4; shift 4
-SHOTS=${SHOTS:-16}
-SUB=${SUB:-new}
-COMMON_DIR=${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-launch_eval "$TRAINER" "$CFG" "$DATASET" "$SEED" "${OUTPUT}/base2new/test_${SUB}/${COMMON_DIR}" \
-    "${OUTPUT}/base2new/train_base/${COMMON_DIR}" DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$SUB" "$@"
+run base2new_test "$TRAINER" "$CFG" "$DATASET" "$SEED" "${SHOTS:-16}" "$@"

@@ -3,6 +3,4 @@
 # Trains on the base classes (16 shots) and tests on them; output/base2new/train_base/...
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 TRAINER=$1; CFG=$2; DATASET=$3; SEED=$4; shift 4
-SHOTS=${SHOTS:-16}
-DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-launch "$TRAINER" "$CFG" "$DATASET" "$SEED" "$DIR" DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
+run base2new_train "$TRAINER" "$CFG" "$DATASET" "$SEED" "${SHOTS:-16}" "$@"

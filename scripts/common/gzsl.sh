@@ -4,6 +4,4 @@
 # bash scripts/common/gzsl.sh TRAINER CFG DATASET SEED [KEY VALUE ...]
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 TRAINER=$1; CFG=$2; DATASET=$3; SEED=$4; shift 4
-SHOTS=${SHOTS:-16}
-launch "$TRAINER" "$CFG" "$DATASET" "$SEED" "${OUTPUT}/gzsl/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}" \
-    DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES gzsl "$@"
+run gzsl "$TRAINER" "$CFG" "$DATASET" "$SEED" "${SHOTS:-16}" "$@"

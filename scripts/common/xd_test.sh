@@ -3,7 +3,4 @@
 # (domain generalization). bash scripts/common/xd_test.sh TRAINER CFG DATASET SEED [KEY VALUE ...]
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 TRAINER=$1; CFG=$2; DATASET=$3; SEED=$4; shift 4
-SHOTS=${SHOTS:-16}
-SOURCE=${SOURCE:-imagenet}
-launch_eval "$TRAINER" "$CFG" "$DATASET" "$SEED" "${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}" \
-    "${OUTPUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}" "$@"
+run xd_test "$TRAINER" "$CFG" "$DATASET" "$SEED" "${SHOTS:-16}" "$@"

@@ -1,0 +1,475 @@
+"""The run registry: a run's identity -> its output folder, whether it is finished, and its result file.
+
+Written once and used by the scripts (through ``python -m clipadapt.runs plan``), by train.py, by the
+sweep launchers (clipadapt/sweep.py) and by parse_test_res.py.
+
+A run is (protocol, dataset, trainer, config file, shots, seed) plus the merged config. Options given
+on top of the config file that change it (``TRAINER.COOP.N_CTX 4``) are the run's *overrides*; they
+get a short readable tag in the folder name (``vit_b16_nctx4``, as CoOp's scripts put
+``nctx16_cscFalse_ctpend`` there), so two different configs never share a folder. Each run folder holds:
+
+- ``run.json``: the identity, written by train.py when the run starts (full merged config and its digest);
+- ``log.txt``: Dassl's log;
+- ``result.json``: written when the run finished: metrics per split, GZSL S/U/H, config digest, wall
+  time, library versions, device.
+
+A run is finished when its ``result.json`` is there; a folder without ``run.json`` (a plain CoOp tree)
+is judged from ``log.txt`` as CoOp's scripts do. A folder whose ``run.json`` holds another config is
+never finished: ``RunMismatch`` names the keys that differ.
+
+This module imports no torch at import time (parse_test_res.py reads result files without it).
+"""
+import hashlib
+import json
+import os
+import os.path as osp
+import re
+import sys
+import time
+
+RUN_FILE = "run.json"
+RESULT_FILE = "result.json"
+LOG_NAME = "log.txt"
+RESULT_FORMAT = 1
+
+# Output layouts relative to the output root, as (prefix, run pattern): the run pattern is what
+# parse_test_res.py matches below the prefix. {cfg} is the config label: the config file's name,
+# plus "_<tag>" when the run has overrides.
+LAYOUTS = {
+    "base2new": ("base2new/{split}", "{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"),
+    "gzsl": ("gzsl", "{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"),
+    "fewshot": ("fewshot", "{dataset}/{trainer}/{cfg}_{shots}shots/seed{seed}"),
+    "xd_source": ("{source}", "{trainer}/{cfg}_{shots}shots/seed{seed}"),
+    "xd_target": ("evaluation", "{trainer}/{cfg}_{shots}shots/{dataset}/seed{seed}"),
+}
+
+# Keys that are part of the identity through the path (shots, seed, classes), or say where things
+# are rather than what is computed: never in the tag nor in the config digest.
+PATH_KEYS = ("SEED", "DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
+LOCATION_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "FEATURES.CACHE_DIR")
+# Keys that change how fast a run goes, not its numbers.
+RUNTIME_KEYS = ("DATALOADER.NUM_WORKERS", "DATALOADER.TEST.BATCH_SIZE", "TRAIN.PRINT_FREQ", "USE_CUDA")
+TAG_MAX_CHARS = 40
+
+# CoOp's final-result signals, for plain CoOp trees without result.json.
+FINISH_TRAINING = "Finish training"
+EVAL_START = "Evaluate on the *test* set"
+TEST_RESULT = "=> result"
+METRIC_LINE = re.compile(r"^\* (\w+): ([-+\d.eE]+)%$")
+
+
+class RunMismatch(Exception):
+    """A run folder holds a run of another config."""
+
+
+# -------------------- identity ------------------------------------------------------------------
+
+def flatten(cfg, prefix=""):
+    """{"A.B": leaf} of a (yacs) config or nested dict; tuples become lists (json-comparable)."""
+    flat = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def identity_config(cfg):
+    """The flat config without the keys that say where things are or how fast they run."""
+    skip = set(LOCATION_KEYS) | set(RUNTIME_KEYS)
+    return {k: v for k, v in flatten(cfg).items() if k not in skip}
+
+
+def config_digest(cfg):
+    """16 hex digits that change whenever anything that decides a run's numbers changes."""
+    blob = json.dumps(identity_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_overrides(base_cfg, cfg):
+    """{key: value} of `cfg` that differ from `base_cfg` (the config files alone), path keys excluded."""
+    base = identity_config(base_cfg)
+    skip = set(PATH_KEYS)
+    return {k: v for k, v in identity_config(cfg).items() if k not in skip and base.get(k) != v}
+
+
+def _key_abbrev(key):
+    """N_CTX -> nctx, CSC -> csc, CLASS_TOKEN_POSITION -> ctp: CoOp's style of short names."""
+    leaf = key.split(".")[-1]
+    joined = leaf.replace("_", "").lower()
+    return joined if len(joined) <= 9 else "".join(p[0] for p in leaf.split("_") if p).lower()
+
+
+def _value_text(value):
+    if isinstance(value, (list, tuple)):
+        return "x".join(_value_text(v) for v in value) or "none"
+    if isinstance(value, float):
+        value = f"{value:g}"
+    return re.sub(r"[^A-Za-z0-9.+-]", "", str(value)) or "none"
+
+
+def override_tag(overrides):
+    """A short readable tag for the overrides ('' for none), e.g. 'nctx4_cscTrue'.
+
+    Too long a tag keeps its start and ends with a hash of all overrides, so it stays unique."""
+    if not overrides:
+        return ""
+    names = {k: _key_abbrev(k) for k in overrides}
+    clashes = {n for n in names.values() if list(names.values()).count(n) > 1}
+    parts = []
+    for key in sorted(overrides):
+        name = names[key]
+        if name in clashes:  # BACKBONE.NAME and HEAD.NAME: add the parent's short name
+            name = _key_abbrev(key.rsplit(".", 1)[0]) + name
+        parts.append(name + _value_text(overrides[key]))
+    tag = "_".join(parts)
+    if len(tag) > TAG_MAX_CHARS:
+        digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        tag = tag[:TAG_MAX_CHARS - 9].rstrip("_") + "_" + digest
+    return tag
+
+
+def config_label(config_name, overrides):
+    tag = override_tag(overrides)
+    return f"{config_name}_{tag}" if tag else config_name
+
+
+def run_dir(root, layout, **fields):
+    """The output folder of a run: `root` / LAYOUTS[layout] filled with `fields`."""
+    prefix, pattern = LAYOUTS[layout]
+    return osp.join(root, prefix.format(**fields), pattern.format(**fields))
+
+
+# -------------------- building a run's config (imports the trainers) ----------------------------
+
+def trainer_config_file(trainer, config_name):
+    return osp.join("configs", "trainers", trainer, f"{config_name}.yaml")
+
+
+def dataset_config_file(dataset):
+    return osp.join("configs", "datasets", f"{dataset}.yaml")
+
+
+def build_run_config(trainer, config_file, dataset_file, opts=(), cli=None):
+    """(merged config, config of the files alone) for a run, as train.py merges it."""
+    import datasets  # noqa: F401  (registers every dataset; the repository root is on sys.path)
+    import trainers  # noqa: F401
+    from .config import build_config
+    cfg = build_config(trainer, dataset_file, config_file, list(opts), cli or {})
+    base = build_config(trainer, dataset_file, config_file, [], cli or {})
+    return cfg, base
+
+
+# -------------------- the finished judgement ----------------------------------------------------
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path, data):
+    """Atomic: readers see the old file or the new one, never half of one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def log_has_final_result(path):
+    """CoOp's rule for a log: a '* accuracy' line after 'Finish training' or the final test's start."""
+    if not osp.isfile(path):
+        return False
+    final = False
+    with open(path, errors="replace") as f:
+        for line in f:
+            final = final or line.startswith((FINISH_TRAINING, EVAL_START))
+            if final and line.startswith("* accuracy:"):
+                return True
+    return False
+
+
+def mismatch_message(directory, recorded, cfg):
+    """One line naming the keys whose values differ between the folder's run and `cfg`."""
+    mine = identity_config(cfg)
+    theirs = recorded.get("config") or {}
+    keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    shown = ", ".join(f"{k} {theirs.get(k, '<absent>')!r} there, {mine.get(k, '<absent>')!r} here" for k in keys[:6])
+    more = f" and {len(keys) - 6} more" if len(keys) > 6 else ""
+    return (f"{directory} holds a run of another config ({shown or 'digest differs'}{more}). "
+            "It is not this run: pass the options that made it, or move that folder away.")
+
+
+def check_folder(directory, cfg):
+    """Raise RunMismatch when `directory` holds a run whose config differs from `cfg`."""
+    recorded = read_json(osp.join(directory, RUN_FILE))
+    if recorded and cfg is not None and recorded.get("config_digest") != config_digest(cfg):
+        raise RunMismatch(mismatch_message(directory, recorded, cfg))
+
+
+def is_finished(directory, cfg=None):
+    """True when `directory` holds a finished run (of `cfg`, when given: RunMismatch otherwise)."""
+    check_folder(directory, cfg)
+    if osp.isfile(osp.join(directory, RESULT_FILE)):
+        return True
+    if osp.isfile(osp.join(directory, RUN_FILE)):
+        return False  # one of ours, started but without its result
+    return log_has_final_result(osp.join(directory, LOG_NAME))
+
+
+# -------------------- what train.py writes -------------------------------------------------------
+
+def describe_run(cfg, base_cfg, config_file, eval_only=False, model_dir="", load_epoch=None):
+    """The identity written to run.json when a run starts."""
+    overrides = config_overrides(base_cfg, cfg)
+    return {
+        "format": RESULT_FORMAT,
+        "protocol": os.environ.get("CLIPADAPT_PROTOCOL", ""),
+        "trainer": cfg.TRAINER.NAME,
+        "dataset": cfg.DATASET.NAME,
+        "config_file": config_file,
+        "config_name": osp.splitext(osp.basename(config_file))[0] if config_file else "",
+        "shots": cfg.DATASET.NUM_SHOTS,
+        "seed": cfg.SEED,
+        "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
+        "overrides": overrides,
+        "tag": override_tag(overrides),
+        "eval_only": bool(eval_only),
+        "model_dir": model_dir,
+        "load_epoch": load_epoch,
+        "config_digest": config_digest(cfg),
+        "config": identity_config(cfg),
+    }
+
+
+def start_run(directory, identity):
+    """Record the run's identity; a result of another config in the folder no longer belongs there."""
+    os.makedirs(directory, exist_ok=True)
+    previous = read_json(osp.join(directory, RUN_FILE))
+    if previous and previous.get("config_digest") != identity["config_digest"]:
+        result = osp.join(directory, RESULT_FILE)
+        if osp.isfile(result):
+            os.replace(result, result + f".{previous.get('config_digest', 'old')}")
+    write_json(osp.join(directory, RUN_FILE), identity)
+
+
+def final_metrics(log_path):
+    """{metric: value} of the last '=> result' block of a Dassl log (the final evaluation)."""
+    metrics, inside = {}, False
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line == TEST_RESULT:
+                metrics, inside = {}, True
+                continue
+            match = METRIC_LINE.match(line)
+            if inside and match:
+                metrics[match.group(1)] = float(match.group(2))
+            elif inside and line.startswith("=> ") and line != TEST_RESULT:
+                inside = False  # "=> per-class result" and the like
+    return metrics
+
+
+def library_versions():
+    import platform
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "torchvision", "open_clip", "numpy", "clipadapt"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+        versions[name] = str(getattr(module, "__version__", "?"))
+    return versions
+
+
+def device_description(cfg):
+    import platform
+
+    import torch
+    if cfg.USE_CUDA and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def write_result(directory, cfg, log_path, wall_time_s, engine=""):
+    """Write result.json from the run's final evaluation; returns its content (None if no result)."""
+    metrics = final_metrics(log_path) if log_path and osp.isfile(log_path) else {}
+    if "accuracy" not in metrics:
+        return None
+    split = cfg.TEST.SPLIT
+    result = {
+        "format": RESULT_FORMAT,
+        "results": {split: metrics},
+        "config_digest": config_digest(cfg),
+        "wall_time_s": round(wall_time_s, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": library_versions(),
+        "engine": engine,
+        "device": device_description(cfg),
+        "log": osp.basename(log_path),
+    }
+    if "acc_seen" in metrics and "acc_unseen" in metrics:
+        result["gzsl"] = {"S": metrics["acc_seen"], "U": metrics["acc_unseen"], "H": metrics.get("hm")}
+    write_json(osp.join(directory, RESULT_FILE), result)
+    return result
+
+
+def read_result(directory, keywords, split="test"):
+    """{keyword: value} from a finished run's result.json; None when there is none; KeyError naming
+    what is missing."""
+    result = read_json(osp.join(directory, RESULT_FILE))
+    if result is None:
+        return None
+    metrics = (result.get("results") or {}).get(split) or {}
+    missing = [k for k in keywords if k not in metrics]
+    if missing:
+        raise KeyError(f"{osp.join(directory, RESULT_FILE)} has no {', '.join(missing)} for split {split!r} "
+                       f"(it has {', '.join(sorted(metrics)) or 'no metrics'})")
+    return {k: metrics[k] for k in keywords}
+
+
+# -------------------- planning one run for the shell scripts ------------------------------------
+
+class RunSpec:
+    """One run of a protocol: what train.py is called with, and where it writes.
+
+    `layout` picks the folder layout; `model_from` is the RunSpec of the training run that an
+    evaluation loads (its folder is the --model-dir)."""
+
+    def __init__(self, protocol, layout, trainer, config_name, dataset, seed, shots, opts=(), split="",
+                 source="imagenet", model_from=None, subsample=None, label=""):
+        self.protocol, self.layout, self.trainer, self.config_name = protocol, layout, trainer, config_name
+        self.dataset, self.seed, self.shots, self.opts = dataset, int(seed), int(shots), list(opts)
+        self.split, self.source, self.model_from, self.subsample = split, source, model_from, subsample
+        self.label = label or f"{dataset} seed {seed}"
+        self._cfg = None
+
+    @property
+    def config_file(self):
+        return trainer_config_file(self.trainer, self.config_name)
+
+    def path_opts(self):
+        """The KEY VALUE pairs the protocol itself sets (shots, class subset)."""
+        opts = ["DATASET.NUM_SHOTS", str(self.shots)]
+        if self.subsample:
+            opts += ["DATASET.SUBSAMPLE_CLASSES", self.subsample]
+        return opts
+
+    def all_opts(self):
+        return self.path_opts() + self.opts
+
+    def configs(self):
+        """(merged config, config of the files alone), built once."""
+        if self._cfg is None:
+            self._cfg = build_run_config(self.trainer, self.config_file, dataset_config_file(self.dataset),
+                                         self.all_opts(), {"SEED": self.seed})
+        return self._cfg
+
+    @property
+    def overrides(self):
+        cfg, base = self.configs()
+        return config_overrides(base, cfg)
+
+    def output_dir(self, root):
+        return run_dir(root, self.layout, split=self.split, dataset=self.dataset, shots=self.shots,
+                       trainer=self.trainer, cfg=config_label(self.config_name, self.overrides), seed=self.seed,
+                       source=self.source)
+
+    @property
+    def trains(self):
+        return self.trainer != "ZeroshotCLIP"
+
+    def last_epoch(self):
+        return self.configs()[0].OPTIM.MAX_EPOCH
+
+    def train_args(self, data_root, output_root, load_epoch=None):
+        """train.py's arguments for this run."""
+        args = ["--root", data_root, "--seed", str(self.seed), "--trainer", self.trainer,
+                "--dataset-config-file", dataset_config_file(self.dataset), "--config-file", self.config_file,
+                "--output-dir", self.output_dir(output_root)]
+        if self.model_from is not None and self.trains:
+            epoch = load_epoch if load_epoch is not None else self.model_from.last_epoch()
+            args += ["--model-dir", self.model_from.output_dir(output_root), "--load-epoch", str(epoch), "--eval-only"]
+        elif not self.trains:
+            args += ["--eval-only"]
+        return args + self.all_opts()
+
+    def status(self, output_root):
+        """'finished' or 'todo'; RunMismatch when the folder holds another config's run."""
+        return "finished" if is_finished(self.output_dir(output_root), self.configs()[0]) else "todo"
+
+
+def protocol_run(kind, trainer, config_name, dataset, seed, shots, opts, source="imagenet", sub="new"):
+    """The RunSpec of one script of scripts/common/ (kind: base2new_train, base2new_test, few_shot,
+    gzsl, xd_train, xd_test)."""
+    def train_base():
+        return RunSpec("base2new", "base2new", trainer, config_name, dataset, seed, shots, opts,
+                       split="train_base", subsample="base", label=f"{dataset} seed {seed} (train on base)")
+    if kind == "base2new_train":
+        return train_base()
+    if kind == "base2new_test":
+        return RunSpec("base2new", "base2new", trainer, config_name, dataset, seed, shots, opts, split=f"test_{sub}",
+                       subsample=sub, model_from=train_base(), label=f"{dataset} seed {seed} (test on {sub})")
+    if kind == "few_shot":
+        return RunSpec("fewshot", "fewshot", trainer, config_name, dataset, seed, shots, opts,
+                       label=f"{dataset} {shots} shots seed {seed}")
+    if kind == "gzsl":
+        return RunSpec("gzsl", "gzsl", trainer, config_name, dataset, seed, shots, opts, subsample="gzsl")
+    source_run = RunSpec("xd", "xd_source", trainer, config_name, source, seed, shots, opts, source=source,
+                         label=f"{source} seed {seed} (source)")
+    if kind == "xd_train":
+        return source_run
+    if kind == "xd_test":
+        return RunSpec("xd", "xd_target", trainer, config_name, dataset, seed, shots, opts, source=source,
+                       model_from=source_run, label=f"{dataset} seed {seed}")
+    raise ValueError(f"unknown run kind {kind!r}")
+
+
+def _shell_quote(words):
+    import shlex
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def main(argv=None):
+    """python -m clipadapt.runs plan KIND TRAINER CFG DATASET SEED SHOTS [KEY VALUE ...]
+
+    Prints shell assignments for scripts/common/env.sh: RUN_DIR, RUN_STATE (finished / todo) and
+    RUN_ARGS (train.py's arguments). A folder of another config's run: a one-line error, exit 3."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m clipadapt.runs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan")
+    for name in ("kind", "trainer", "cfg", "dataset", "seed", "shots"):
+        plan.add_argument(name)
+    plan.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    from .config import ConfigError
+    data = os.environ.get("DATA", "./data")
+    output = os.environ.get("OUTPUT", "output")
+    try:
+        spec = protocol_run(args.kind, args.trainer, args.cfg, args.dataset, args.seed, args.shots, args.opts,
+                            source=os.environ.get("SOURCE", "imagenet"), sub=os.environ.get("SUB", "new"))
+        state = spec.status(output)
+        load_epoch = os.environ.get("LOADEP") or None
+        train_args = spec.train_args(data, output, load_epoch=load_epoch)
+    except RunMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (ConfigError, KeyError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    print(f"RUN_DIR={_shell_quote([spec.output_dir(output)])}")
+    print(f"RUN_STATE={state}")
+    print(f"RUN_ARGS=({_shell_quote(train_args)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
