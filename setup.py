@@ -20,6 +20,8 @@ setup(
         "tqdm",
         "numpy",
         "Pillow",
+        "tensorboard",  # the engine's scalars (OUTPUT_DIR/tensorboard), as Dassl writes them
+        "submitit",  # the Slurm launcher of clipadapt.sweep
     ],
     # openai-clip: OpenAI's own CLIP code, the reference of tests/test_openai_parity.py (its clip/model.py
     # and simple_tokenizer.py are loaded by file; ftfy and regex are what the tokenizer imports).

@@ -287,13 +287,19 @@ class TrainerBase(CheckpointMixin):
                 self._scheds[name].step()
 
     def init_writer(self, log_dir):
-        self._writer = None  # tensorboard is optional; scalars go to the log
+        """TensorBoard event files in `log_dir` (OUTPUT_DIR/tensorboard), as Dassl writes them."""
+        if self.__dict__.get("_writer") is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(log_dir=log_dir)
 
     def close_writer(self):
-        pass
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def write_scalar(self, tag, scalar_value, global_step=None):
-        pass
+        if self._writer is not None:  # only training runs open a writer (Dassl's rule)
+            self._writer.add_scalar(tag, scalar_value, global_step)
 
     def train(self, start_epoch, max_epoch):
         self.start_epoch = start_epoch
@@ -399,6 +405,9 @@ class SimpleTrainer(TrainerBase):
         if self.cfg.RESUME:
             directory = self.cfg.RESUME
         self.start_epoch = self.resume_model_if_exist(directory)
+        writer_dir = osp.join(self.output_dir, "tensorboard")
+        mkdir_if_missing(writer_dir)
+        self.init_writer(writer_dir)
         self.time_start = time.time()
 
     def after_train(self):
@@ -488,6 +497,10 @@ class TrainerX(SimpleTrainer):
                     f"time {batch_time.val:.3f} ({batch_time.avg:.3f}) data {data_time.val:.3f} ({data_time.avg:.3f}) "
                     f"{losses} lr {self.get_current_lr():.4e} eta {eta}"
                 )
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
 
     def parse_batch_train(self, batch):
