@@ -49,7 +49,7 @@ PATH_KEYS = ("SEED", "DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
 LOCATION_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "FEATURES.CACHE_DIR")
 # Keys that change how fast a run goes, not its numbers.
 RUNTIME_KEYS = ("DATALOADER.NUM_WORKERS", "DATALOADER.TEST.BATCH_SIZE", "TRAIN.PRINT_FREQ", "USE_CUDA")
-TAG_MAX_CHARS = 40
+TAG_MAX_CHARS = 64
 
 # CoOp's final-result signals, for plain CoOp trees without result.json.
 FINISH_TRAINING = "Finish training"
