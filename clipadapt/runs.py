@@ -368,6 +368,13 @@ class RunSpec:
     def configs(self):
         """(merged config, config of the files alone), built once."""
         if self._cfg is None:
+            from .config import ConfigError
+            given = dict(zip(self.opts[::2], self.opts[1::2]))
+            for key, value in zip(self.path_opts()[::2], self.path_opts()[1::2]):
+                if key in given and str(given[key]) != value:
+                    raise ConfigError(f"{key} {given[key]} in the options contradicts the protocol's {value} (the "
+                                      f"run's folder says {value}): drop it from the options and set SHOTS, "
+                                      "SHOTS_LIST or SUB instead.")
             self._cfg = build_run_config(self.trainer, self.config_file, dataset_config_file(self.dataset),
                                          self.all_opts(), {"SEED": self.seed})
         return self._cfg

@@ -206,3 +206,10 @@ def test_tensorboard_scalars_as_dassl_writes_them(shapes_root, tmp_path):
         assert lr[step] == pytest.approx(float(rate), rel=1e-3)
     [test_acc] = events.Scalars("test/accuracy")
     assert test_acc.value == pytest.approx(float(re.findall(r"\* accuracy: ([\d.]+)%", log)[-1]), abs=0.051)
+
+
+def test_options_that_contradict_the_protocol_are_refused(shapes_root):
+    from clipadapt.config import ConfigError
+    spec = runs.protocol_run("few_shot", "CoOp", "vit_b16", "shapes", 1, 2, ["DATASET.NUM_SHOTS", "16"])
+    with pytest.raises(ConfigError, match="DATASET.NUM_SHOTS 16 in the options contradicts the protocol's 2"):
+        spec.configs()
