@@ -227,12 +227,16 @@ def sweep_state_path(args):
     return osp.join(args.output, ".sweeps", f"{args.protocol}_{args.trainer}_{key}")
 
 
+ENDED = {"CD", "F", "CA", "TO", "NF", "PR", "OOM", "BF", "DL"}  # squeue codes of jobs that have ended
+
+
 def slurm_queue():
-    """{job id: state code} of the jobs Slurm still holds (array tasks one per line)."""
+    """{job id: state code} of the jobs Slurm still runs or will run (array tasks one per line)."""
     proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i %t"], capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"squeue failed: {proc.stderr.strip()}")
-    return dict(line.split()[:2] for line in proc.stdout.splitlines() if line.strip())
+    codes = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.strip())
+    return {job: code for job, code in codes.items() if code not in ENDED}
 
 
 def slurm_executor(args, folder, dependency=None, count=1):
