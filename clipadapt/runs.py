@@ -344,8 +344,9 @@ class RunSpec:
     evaluation loads (its folder is the --model-dir)."""
 
     def __init__(self, protocol, layout, trainer, config_name, dataset, seed, shots, opts=(), split="",
-                 source="imagenet", model_from=None, subsample=None, label=""):
+                 source="imagenet", model_from=None, subsample=None, label="", run_config=""):
         self.protocol, self.layout, self.trainer, self.config_name = protocol, layout, trainer, config_name
+        self.run_config = run_config or config_name  # the file it trains with; config_name names the folder
         self.dataset, self.seed, self.shots, self.opts = dataset, int(seed), int(shots), list(opts)
         self.split, self.source, self.model_from, self.subsample = split, source, model_from, subsample
         self.label = label or f"{dataset} seed {seed}"
@@ -353,7 +354,7 @@ class RunSpec:
 
     @property
     def config_file(self):
-        return trainer_config_file(self.trainer, self.config_name)
+        return trainer_config_file(self.trainer, self.run_config)
 
     def path_opts(self):
         """The KEY VALUE pairs the protocol itself sets (shots, class subset)."""
@@ -381,6 +382,8 @@ class RunSpec:
 
     @property
     def overrides(self):
+        if not self.opts:  # only options can override the files (the protocol's own are path keys)
+            return {}
         cfg, base = self.configs()
         return config_overrides(base, cfg)
 
@@ -409,11 +412,34 @@ class RunSpec:
         return args + self.all_opts()
 
     def status(self, output_root):
-        """'finished' or 'todo'; RunMismatch when the folder holds another config's run."""
-        return "finished" if is_finished(self.output_dir(output_root), self.configs()[0]) else "todo"
+        """'finished' or 'todo'; RunMismatch when the folder holds another config's run. The config
+        is built only when there is something to compare it with (a fresh folder needs none)."""
+        folder = self.output_dir(output_root)
+        cfg = self.configs()[0] if osp.isfile(osp.join(folder, RUN_FILE)) else None
+        return "finished" if is_finished(folder, cfg) else "todo"
 
 
-def protocol_run(kind, trainer, config_name, dataset, seed, shots, opts, source="imagenet", sub="new"):
+COOP_RECIPE_CONFIGS = re.compile(r"(rn50|rn101|vit_b16|vit_b32)(_ctxv1)?")
+
+
+def recipe_config(trainer, config_name, dataset, shots, recipe="published"):
+    """The config CoOp's published few-shot recipe trains with (CoOp's COOP.md and IJCV paper): for
+    CoOp and a backbone config (rn50, rn101, vit_b16, vit_b32, or their _ctxv1), 50 epochs at 1 shot
+    (<backbone>_ep50[_ctxv1]), 100 at 2 and 4 shots (<backbone>_ep100[_ctxv1]), 200 at 8 and 16 (the
+    config itself); on ImageNet 50 at every shot count. recipe="fixed": the config as it is."""
+    match = COOP_RECIPE_CONFIGS.fullmatch(config_name)
+    if recipe == "fixed" or trainer != "CoOp" or not match:
+        return config_name
+    backbone, variant = match.group(1), match.group(2) or ""
+    if dataset == "imagenet" or int(shots) <= 1:
+        return f"{backbone}_ep50{variant}"
+    if int(shots) <= 4:
+        return f"{backbone}_ep100{variant}"
+    return config_name
+
+
+def protocol_run(kind, trainer, config_name, dataset, seed, shots, opts, source="imagenet", sub="new",
+                 recipe="published"):
     """The RunSpec of one script of scripts/common/ (kind: base2new_train, base2new_test, few_shot,
     gzsl, xd_train, xd_test)."""
     def train_base():
@@ -426,7 +452,8 @@ def protocol_run(kind, trainer, config_name, dataset, seed, shots, opts, source=
                        subsample=sub, model_from=train_base(), label=f"{dataset} seed {seed} (test on {sub})")
     if kind == "few_shot":
         return RunSpec("fewshot", "fewshot", trainer, config_name, dataset, seed, shots, opts,
-                       label=f"{dataset} {shots} shots seed {seed}")
+                       label=f"{dataset} {shots} shots seed {seed}",
+                       run_config=recipe_config(trainer, config_name, dataset, shots, recipe))
     if kind == "gzsl":
         return RunSpec("gzsl", "gzsl", trainer, config_name, dataset, seed, shots, opts, subsample="gzsl")
     source_run = RunSpec("xd", "xd_source", trainer, config_name, source, seed, shots, opts, source=source,
@@ -447,8 +474,9 @@ def _shell_quote(words):
 def main(argv=None):
     """python -m clipadapt.runs plan KIND TRAINER CFG DATASET SEED SHOTS [KEY VALUE ...]
 
-    Prints shell assignments for scripts/common/env.sh: RUN_DIR, RUN_STATE (finished / todo) and
-    RUN_ARGS (train.py's arguments). A folder of another config's run: a one-line error, exit 3."""
+    Prints shell assignments for scripts/common/env.sh: RUN_NOTE (what the user should know, or ''),
+    RUN_DIR, RUN_STATE (finished / todo) and RUN_ARGS (train.py's arguments); RECIPE, SOURCE, SUB and
+    LOADEP are read from the environment as the scripts document them. A folder of another config's run: a one-line error, exit 3."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m clipadapt.runs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -457,21 +485,28 @@ def main(argv=None):
         plan.add_argument(name)
     plan.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    from .config import ConfigError
     data = os.environ.get("DATA", "./data")
     output = os.environ.get("OUTPUT", "output")
     try:
         spec = protocol_run(args.kind, args.trainer, args.cfg, args.dataset, args.seed, args.shots, args.opts,
-                            source=os.environ.get("SOURCE", "imagenet"), sub=os.environ.get("SUB", "new"))
+                            source=os.environ.get("SOURCE", "imagenet"), sub=os.environ.get("SUB", "new"),
+                            recipe=os.environ.get("RECIPE", "published"))
         state = spec.status(output)
         load_epoch = os.environ.get("LOADEP") or None
         train_args = spec.train_args(data, output, load_epoch=load_epoch)
     except RunMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except (ConfigError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001  ConfigError is not imported up front: it would import torch
+        if not (type(exc).__name__ == "ConfigError" or isinstance(exc, KeyError)):
+            raise
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    note = ""
+    if spec.run_config != spec.config_name:
+        note = (f"CoOp's few-shot recipe: {spec.dataset} at {spec.shots} shots trains with {spec.config_file} "
+                f"(RECIPE=fixed runs {spec.config_name}.yaml)")
+    print(f"RUN_NOTE={_shell_quote([note])}")
     print(f"RUN_DIR={_shell_quote([spec.output_dir(output)])}")
     print(f"RUN_STATE={state}")
     print(f"RUN_ARGS=({_shell_quote(train_args)})")

@@ -52,8 +52,8 @@ def plan_jobs(protocol, trainer, config_name, datasets, seeds, shots=16, shots_l
     jobs = []
 
     def add(kind, dataset, seed, n_shots, stage, after=None):
-        jobs.append(Job(runs.protocol_run(kind, trainer, config_name, dataset, seed, n_shots, opts, source=source),
-                        stage, after))
+        jobs.append(Job(runs.protocol_run(kind, trainer, config_name, dataset, seed, n_shots, opts, source=source,
+                                          recipe=os.environ.get("RECIPE", "published")), stage, after))
         return jobs[-1]
 
     if protocol == "base2new":

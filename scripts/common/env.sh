@@ -19,8 +19,9 @@ export DATA OUTPUT
 run() {
     local plan
     plan=$(python -m clipadapt.runs plan "$@") || return $?
-    local RUN_DIR RUN_STATE RUN_ARGS
+    local RUN_NOTE RUN_DIR RUN_STATE RUN_ARGS
     eval "$plan"
+    [ -z "$RUN_NOTE" ] || echo "$RUN_NOTE"
     if [ "$RUN_STATE" = finished ]; then
         echo "The results exist at ${RUN_DIR} (so skip this job)"; return 0
     fi
