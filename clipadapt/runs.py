@@ -419,16 +419,18 @@ class RunSpec:
         return "finished" if is_finished(folder, cfg) else "todo"
 
 
-COOP_RECIPE_CONFIGS = re.compile(r"(rn50|rn101|vit_b16|vit_b32)(_ctxv1)?")
+COOP_RECIPE_CONFIGS = re.compile(r"(rn50|rn101|vit_b16|vit_b32)(_ctxv1|_learned_ratio)?")
+RECIPE_TRAINERS = ("CoOp", "CLIPAdapter")
 
 
 def recipe_config(trainer, config_name, dataset, shots, recipe="published"):
     """The config CoOp's published few-shot recipe trains with (CoOp's COOP.md and IJCV paper): for
-    CoOp and a backbone config (rn50, rn101, vit_b16, vit_b32, or their _ctxv1), 50 epochs at 1 shot
-    (<backbone>_ep50[_ctxv1]), 100 at 2 and 4 shots (<backbone>_ep100[_ctxv1]), 200 at 8 and 16 (the
-    config itself); on ImageNet 50 at every shot count. recipe="fixed": the config as it is."""
+    CoOp or CLIPAdapter and a backbone config (rn50, rn101, vit_b16, vit_b32, or their _ctxv1 /
+    _learned_ratio variants), 50 epochs at 1 shot (<backbone>_ep50<variant>), 100 at 2 and 4 shots
+    (<backbone>_ep100<variant>), 200 at 8 and 16 (the config itself); on ImageNet 50 at every shot
+    count. recipe="fixed": the config as it is."""
     match = COOP_RECIPE_CONFIGS.fullmatch(config_name)
-    if recipe == "fixed" or trainer != "CoOp" or not match:
+    if recipe == "fixed" or trainer not in RECIPE_TRAINERS or not match:
         return config_name
     backbone, variant = match.group(1), match.group(2) or ""
     if dataset == "imagenet" or int(shots) <= 1:
@@ -504,7 +506,7 @@ def main(argv=None):
         return 2
     note = ""
     if spec.run_config != spec.config_name:
-        note = (f"CoOp's few-shot recipe: {spec.dataset} at {spec.shots} shots trains with {spec.config_file} "
+        note = (f"CoOp's few-shot recipe ({spec.trainer}): {spec.dataset} at {spec.shots} shots trains with {spec.config_file} "
                 f"(RECIPE=fixed runs {spec.config_name}.yaml)")
     print(f"RUN_NOTE={_shell_quote([note])}")
     print(f"RUN_DIR={_shell_quote([spec.output_dir(output)])}")
