@@ -46,11 +46,14 @@ def test_run_folders_follow_coops_layout():
 
 
 def test_overrides_are_what_differs_from_the_config_files(shapes_root):
-    spec = runs.protocol_run("few_shot", "CoOp", "vit_b16", "shapes", 1, 2,
+    spec = runs.protocol_run("few_shot", "CoOp", "vit_b16", "shapes", 1, 16,
                              ["TRAINER.COOP.N_CTX", "4", "DATALOADER.NUM_WORKERS", "0", "OPTIM.MAX_EPOCH", "200"])
     # vit_b16.yaml says MAX_EPOCH 200 already, NUM_WORKERS only changes speed, shots are in the path
     assert spec.overrides == {"TRAINER.COOP.N_CTX": 4}
-    assert spec.output_dir("o").endswith("/CoOp/vit_b16_nctx4_2shots/seed1")
+    assert spec.output_dir("o").endswith("/CoOp/vit_b16_nctx4_16shots/seed1")
+    # at 2 shots CoOp's recipe trains vit_b16_ep100.yaml (100 epochs): there 200 is an override
+    at_two = runs.protocol_run("few_shot", "CoOp", "vit_b16", "shapes", 1, 2, ["OPTIM.MAX_EPOCH", "200"])
+    assert at_two.config_file.endswith("vit_b16_ep100.yaml") and at_two.overrides == {"OPTIM.MAX_EPOCH": 200}
 
 
 def write_log(path, text):
