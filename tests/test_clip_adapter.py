@@ -254,12 +254,15 @@ def test_few_shot_script_follows_the_released_recipe(tmp_path):
     import os
     import stat
     import subprocess
+    import sys
     from conftest import REPO
     from clipadapt.config import build_config
     log = tmp_path / "calls.txt"
     stub = tmp_path / "bin" / "python"
     stub.parent.mkdir()
-    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    # the scripts' planning step (python -m clipadapt.runs) runs for real; train.py calls are recorded
+    stub.write_text(f'#!/usr/bin/env bash\nif [ "$1" != train.py ]; then exec "{sys.executable}" "$@"; fi\n'
+                    f'echo "$@" >> {log}\n')
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
     for cfg_name, dataset, epochs in (("rn50", "eurosat", [50, 100, 100, 200, 200]), ("rn50", "imagenet", [50] * 5),
                                       ("rn50_learned_ratio", "eurosat", [50, 100, 100, 200, 200])):

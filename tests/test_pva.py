@@ -338,10 +338,16 @@ def test_ablation_script_runs_each_switch_into_its_own_tree(shapes_root, tmp_pat
     defaults = {"VARIATIONAL": "True", "RESIDUAL_SCOPE": "novel", "MC_SAMPLES": "0"}
     switch = {"full": {}, "no_variational": {"VARIATIONAL": "False"}, "residual_all": {"RESIDUAL_SCOPE": "all"},
               "mc8": {"MC_SAMPLES": "8"}}
+    def run_log(tree):
+        """The one run's log.txt in a protocol tree; the config folder carries the options' tag
+        (shapes_<tag>: the run registry names runs after the overrides that differ from the yaml)."""
+        found = sorted(tree.glob("shapes/shots_16/PVA/shapes*/seed1/log.txt"))
+        assert len(found) == 1, (tree, found)
+        return found[0]
+
     for variant, changed in switch.items():
-        run = "shapes/shots_16/PVA/shapes/seed1/log.txt"
-        logs = [out / "pva_ablation" / variant / "base2new" / part / run for part in ("train_base", "test_new")]
-        logs.append(out / "pva_ablation" / variant / "gzsl" / run)
+        logs = [run_log(out / "pva_ablation" / variant / "base2new" / part) for part in ("train_base", "test_new")]
+        logs.append(run_log(out / "pva_ablation" / variant / "gzsl"))
         for log in logs:
             text = log.read_text()
             assert "* accuracy:" in text
@@ -352,8 +358,8 @@ def test_ablation_script_runs_each_switch_into_its_own_tree(shapes_root, tmp_pat
                               "--losses"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in summary.splitlines()[2:]}
     assert sorted(rows) == sorted(switch)
-    base_acc = float(re.findall(r"\* accuracy: ([\d.]+)%", (out / "pva_ablation" / "mc8" / "base2new" / "train_base"
-                                                                / run).read_text())[-1])
+    base_acc = float(re.findall(r"\* accuracy: ([\d.]+)%",
+                                run_log(out / "pva_ablation" / "mc8" / "base2new" / "train_base").read_text())[-1])
     assert rows["mc8"][1] == "1" and float(rows["mc8"][2]) == base_acc  # one seed: its own accuracy
     assert "kl " in rows["full"][-1] and "kl " not in rows["no_variational"][-1]  # the loss terms logged
     bad = subprocess.run(["bash", "scripts/pva/ablation.sh", "shapes", "1"], cwd=REPO, capture_output=True,
