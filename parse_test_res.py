@@ -33,6 +33,7 @@ import numpy as np
 from tabulate import tabulate
 
 from clipadapt import runs
+from clipadapt.metrics import harmonic_mean
 
 LOG_NAME = "log.txt"
 FINISH_TRAINING = runs.FINISH_TRAINING  # Dassl >= 0.6.1; older forks look for "Finished training"
@@ -315,8 +316,6 @@ def seed_mean(per_seed: Dict[int, dict], keyword: str, seeds=None) -> Cell:
     return Cell(float(np.mean([per_seed[s][keyword] for s in seeds])), len(seeds))
 
 
-def harmonic_mean(a: float, b: float) -> float:
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
 def mean_cell(cells: List[Cell], expected: int) -> Cell:

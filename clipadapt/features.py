@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .engine import atomic_torch_save
-from .engine.builtin.data_manager import read_image
+from .loading import read_image
 from .paths import cache_root
 
 CACHE_VERSION = 1  # the key's version; files also carry a checksum (older ones are recomputed)

@@ -17,18 +17,19 @@ import torch.nn.functional as F
 
 from .clip import (TextEncoder, check_input_config, compute_dtype, embed_dim, input_size, load_clip_from_cfg,
                    precision_dtype, precision_key, state_dict_digest)
-from .engine import CheckpointMixin, TrainerX, build_transform
-from .engine.builtin.evaluator import GZSLClassification
-from .engine.builtin.trainer import CheckpointError, load_state_without_derived
-from .engine.builtin.utils import load_checkpoint
-from .engine.builtin.data_manager import IndexDataset, build_data_loader
-from .engine.builtin.trainer import check_weights
+from .engine import CheckpointMixin, TrainerX, build_data_loader, build_transform, load_checkpoint
+from .engine.builtin.trainer import CheckpointError, check_weights, load_state_without_derived
+from .evaluation import GZSLClassification
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
+from .loading import IndexDataset
 from .reliability import weights_fingerprint
 
 
 # Our checkpoint logic on top of either engine (the built-in TrainerX already has it).
 _BASES = (TrainerX,) if issubclass(TrainerX, CheckpointMixin) else (CheckpointMixin, TrainerX)
+
+
+PRECISIONS = ("fp16", "fp32", "bf16", "amp")  # values of a trainer node's PREC key
 
 
 class ClipTrainer(*_BASES):
@@ -48,11 +49,19 @@ class ClipTrainer(*_BASES):
         """Set the method's keys and their defaults on `node` (each trainer's own)."""
 
     def __init__(self, cfg):
+        self.check_prec(cfg)
         super().__init__(cfg)
         if cfg.DATASET.SUBSAMPLE_CLASSES == "gzsl":
             self.evaluator = GZSLClassification(cfg, lab2cname=self.lab2cname, num_seen=len(self.base_classnames))
 
     # ----- config --------------------------------------------------------------------------------
+    @classmethod
+    def check_prec(cls, cfg):
+        """The PREC key every trainer node has, checked here once (before the trainer's own check_cfg)."""
+        node = cfg.TRAINER[cls.CONFIG_NODE] if cls.CONFIG_NODE else None
+        if node is not None and "PREC" in node and node.PREC not in PRECISIONS:
+            raise ValueError(f'TRAINER.{cls.CONFIG_NODE}.PREC "{node.PREC}" must be fp16, fp32, bf16 or amp')
+
     @property
     def method_cfg(self):
         return self.cfg.TRAINER[self.CONFIG_NODE] if self.CONFIG_NODE else None

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import TINY_OPTS, make_cfg, run_train
 
 from clipadapt.clip import embed_dim
-from trainers.clip_adapter import AdaptedClassifier, Adapter, RatioNet, adapter_logits, residual_blend
+from clipadapt.adapters import AdaptedClassifier, Adapter, RatioNet, adapter_logits, residual_blend
 
 CFG = "configs/trainers/CLIPAdapter/vit_b16_base2new.yaml"
 LEARNED_CFG = "configs/trainers/CLIPAdapter/vit_b16_base2new_learned_ratio.yaml"

@@ -10,8 +10,10 @@ import torch
 
 from clipadapt.config import ConfigError, build_config
 from clipadapt.engine import Registry, build_lr_scheduler, build_optimizer, get_cfg_default, load_checkpoint
-from clipadapt.engine.builtin.evaluator import Classification, GZSLClassification, harmonic_mean, macro_f1_score
-from clipadapt.engine.builtin.utils import atomic_torch_save
+from clipadapt.atomic import atomic_torch_save
+from clipadapt.engine.builtin.evaluator import Classification, macro_f1_score
+from clipadapt.evaluation import GZSLClassification
+from clipadapt.metrics import harmonic_mean
 
 
 def coop_optim_cfg(max_epoch=50):
@@ -157,3 +159,17 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
         atomic_torch_save({"a": torch.zeros(2)}, str(path))
     assert torch.load(path, weights_only=True)["a"].sum() == 2  # the old file is intact
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "CoOp", "CLIPAdapter", "LinearProbeCLIP", "PVA", "SHIP"])
+def test_every_trainer_refuses_an_unknown_precision_by_its_key(tmp_path, trainer):
+    """ClipTrainer checks each trainer node's PREC once, before building anything."""
+    from conftest import make_cfg
+    from clipadapt.engine import TRAINER_REGISTRY
+    node = make_cfg(trainer, f"configs/trainers/{trainer}/shapes.yaml", str(tmp_path), tmp_path).TRAINER
+    cls = TRAINER_REGISTRY.get(trainer)  # registered by make_cfg's import of trainers
+    assert "PREC" in node[cls.CONFIG_NODE]
+    cfg = make_cfg(trainer, f"configs/trainers/{trainer}/shapes.yaml", str(tmp_path), tmp_path,
+                   [f"TRAINER.{cls.CONFIG_NODE}.PREC", "fp8"])
+    with pytest.raises(ValueError, match=rf'^TRAINER\.{cls.CONFIG_NODE}\.PREC "fp8" must be fp16, fp32, bf16 or amp$'):
+        cls(cfg)

@@ -248,10 +248,8 @@ def test_training_never_touches_test_data(shapes_root, tmp_path, monkeypatch):
     assert read and not (set(read) & held_out)
 
 
-@pytest.mark.skipif(not osp.isfile(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "trainers",
-                                            "clip_adapter.py")), reason="trainers/clip_adapter.py is absent")
 def test_ship_with_clip_adapter_trains_the_shared_adapter_on_all_classes(shapes_root, tmp_path):
-    from trainers.clip_adapter import AdaptedClassifier
+    from clipadapt.adapters import AdaptedClassifier
     cfg = "configs/trainers/SHIP/vit_b16_clip_adapter.yaml"
     trainer = build("SHIP", cfg, shapes_root, tmp_path, FAST + ["DATASET.SUBSAMPLE_CLASSES", "base",
                                                                  "OPTIM.MAX_EPOCH", "1"])

@@ -18,10 +18,6 @@ class CoOp(ClipTrainer):
         node.PREC = "fp16"  # fp16, fp32, bf16 or amp
         node.CLASS_TOKEN_POSITION = "end"  # end, middle or front
 
-    def check_cfg(self, cfg):
-        if cfg.TRAINER.COOP.PREC not in ("fp16", "fp32", "bf16", "amp"):
-            raise ValueError(f'TRAINER.COOP.PREC "{cfg.TRAINER.COOP.PREC}" must be fp16, fp32, bf16 or amp')
-
     def build_model(self):
         node = self.method_cfg
         self.load_clip()

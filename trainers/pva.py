@@ -25,8 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipadapt.clip import PromptLearner, prompts_for
-from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
-from clipadapt.engine.builtin.utils import load_checkpoint
+from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, load_checkpoint
 from clipadapt.features import encode_images
 from clipadapt.trainer import ClipTrainer
 
@@ -275,7 +274,7 @@ class PVA(ClipTrainer):
 
     def check_cfg(self, cfg):
         node = cfg.TRAINER.PVA
-        checks = [("PREC", node.PREC, ("fp16", "fp32", "bf16", "amp")), ("ALIGN", node.ALIGN, ALIGNS),
+        checks = [("ALIGN", node.ALIGN, ALIGNS),
                   ("PROTOTYPE", node.PROTOTYPE, PROTOTYPES), ("MEASURE", node.MEASURE, MEASURES),
                   ("RESIDUAL_SCOPE", node.RESIDUAL_SCOPE, RESIDUAL_SCOPES),
                   ("NOVEL_CLASSIFIER", node.NOVEL_CLASSIFIER, NOVEL_CLASSIFIERS)]

@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clipadapt.adapters import AdaptedClassifier
 from clipadapt.clip import PromptLearner, prompts_for
-from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_lr_scheduler, build_optimizer
-from clipadapt.engine.builtin.data_manager import IndexDataset, build_data_loader
+from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_data_loader, build_lr_scheduler, build_optimizer
+from clipadapt.loading import IndexDataset
 from clipadapt.trainer import ClipTrainer
 
 STAGE2_CHOICES = ("coop", "clip_adapter")
@@ -140,8 +141,6 @@ class SHIP(ClipTrainer):
         node = cfg.TRAINER.SHIP
         if node.STAGE2 not in STAGE2_CHOICES:
             raise ValueError(f'TRAINER.SHIP.STAGE2 "{node.STAGE2}" must be one of {STAGE2_CHOICES}')
-        if node.PREC not in ("fp16", "fp32", "bf16", "amp"):
-            raise ValueError(f'TRAINER.SHIP.PREC "{node.PREC}" must be fp16, fp32, bf16 or amp')
         if node.SYN_PER_REAL < 0:
             raise ValueError(f"TRAINER.SHIP.SYN_PER_REAL must be >= 0, got {node.SYN_PER_REAL}")
 
@@ -196,7 +195,6 @@ class SHIP(ClipTrainer):
         self.register_model("vae", self.vae, self.vae_optim, None)
 
     def build_adapter(self):
-        from trainers.clip_adapter import AdaptedClassifier  # the CLIPAdapter trainer's modules, not a copy
         node = self.method_cfg
         self.adapter = AdaptedClassifier(self.embed_dim, ratio=node.ADAPTER_RATIO,
                                          reduction=node.ADAPTER_REDUCTION).to(self.device)

@@ -16,10 +16,10 @@ import json
 import math
 import os
 import random
-import tempfile
 
 from clipadapt.engine import Datum
 
+from ..atomic import atomic_write_json as write_json_atomic
 from .checks import check_split_leaks
 from .coop_fewshot import coop_entries, load_coop_fewshot_pickle
 from .errors import DatasetError, is_writable_dir, not_found
@@ -44,23 +44,6 @@ def listdir_nohidden(path, dirs_only=False, files_only=False):
             continue
         names.append(entry.name)
     return sorted(names)
-
-
-def write_json_atomic(obj, filepath, indent=4):
-    """Write json to a temp file beside `filepath`, then rename it over: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent, separators=(",", ": ") if indent else (",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def relative_path(impath, start):

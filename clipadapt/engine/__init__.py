@@ -14,6 +14,7 @@ import os
 import sys
 
 from .builtin.config import get_cfg_default as _builtin_cfg_default
+from .builtin.data_manager import build_data_loader
 from .builtin.evaluator import Classification, EvaluatorBase
 from .builtin.optim import build_lr_scheduler, build_optimizer
 from .builtin.registry import Registry, check_availability, unknown_name_message

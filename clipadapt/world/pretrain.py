@@ -31,8 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_torch_save, atomic_write_text
 from ..clip.loader import quiet_open_clip, register_model_configs
 from ..clip.text import TextEncoder, eot_positions
+from ..metrics import harmonic_mean
 from ..paths import cache_root
 from . import ARCH, shapes
 
@@ -243,7 +245,7 @@ def ensure_pretrained(cache_dir: str | None = None, seed: int = 0, steps: int | 
         return path
     model, meta = pretrain(seed=seed, steps=steps, progress=progress)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _atomic_save({"arch": ARCH, "state_dict": model.state_dict(), "meta": meta}, path)
+    atomic_torch_save({"arch": ARCH, "state_dict": model.state_dict(), "meta": meta}, path)
     return path
 
 
@@ -305,7 +307,7 @@ def export_shipped(checkpoint: str, zero_shot: dict, out_dir: str = WEIGHTS_DIR)
                "token_rows": table[ids].clone(), "token_table_shape": list(table.shape), "meta": meta}
     os.makedirs(out_dir, exist_ok=True)
     pt, card_path = os.path.join(out_dir, f"{ARCH}.pt"), os.path.join(out_dir, f"{ARCH}.json")
-    _atomic_save(compact, pt)
+    atomic_torch_save(compact, pt)
     card = {
         "arch": ARCH, "file": os.path.basename(pt), "sha256": _sha256(pt), "bytes": os.path.getsize(pt),
         "format": COMPACT_FORMAT, "kept_token_rows": len(ids),
@@ -317,21 +319,8 @@ def export_shipped(checkpoint: str, zero_shot: dict, out_dir: str = WEIGHTS_DIR)
         "reproduce": f"python -m clipadapt.world.pretrain --root DATA --force --seed {meta['seed']} "
                      f"--steps {meta['steps']}  (with OMP_NUM_THREADS={meta['threads']})",
     }
-    with open(card_path + ".tmp", "w") as f:
-        json.dump(card, f, indent=1)
-        f.write("\n")
-    os.replace(card_path + ".tmp", card_path)
+    atomic_write_text(card_path, json.dumps(card, indent=1) + "\n")
     return card
-
-
-def _atomic_save(obj, path):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def shipped_card(weights_dir: str = WEIGHTS_DIR) -> dict:
@@ -368,7 +357,7 @@ def shipped_checkpoint(cache_dir: str | None = None, weights_dir: str = WEIGHTS_
     state[TOKEN_TABLE] = table
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _atomic_save({"arch": compact["arch"], "state_dict": state, "meta": dict(compact["meta"], sha256=digest)}, path)
+    atomic_torch_save({"arch": compact["arch"], "state_dict": state, "meta": dict(compact["meta"], sha256=digest)}, path)
     return path
 
 
@@ -435,7 +424,7 @@ def zero_shot_accuracy(model, dataset_dir: str, split: str = "test", template: s
     acc_all = (logits.argmax(1) == labels).float().mean().item() * 100
     acc_base = (logits[is_base][:, :m].argmax(1) == labels[is_base]).float().mean().item() * 100
     acc_new = (logits[~is_base][:, m:].argmax(1) + m == labels[~is_base]).float().mean().item() * 100
-    hm = 2 * acc_base * acc_new / (acc_base + acc_new) if acc_base + acc_new > 0 else 0.0
+    hm = harmonic_mean(acc_base, acc_new)
     return {"all": acc_all, "base": acc_base, "new": acc_new, "hm": hm}
 
 

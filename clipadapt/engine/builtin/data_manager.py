@@ -1,40 +1,10 @@
 """DataManager, DatasetWrapper and data loaders with Dassl's names and printed summary."""
 import torch
-from PIL import Image
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from ...loading import drop_unreadable, read_image
 from .transforms import build_transform
-
-
-class UnreadableImageError(RuntimeError):
-    pass
-
-
-def read_image(path):
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except Exception as exc:
-        raise UnreadableImageError(
-            f'Cannot read image "{path}": {exc}. Replace the file (re-download or re-extract the dataset), or set '
-            "DATASET.SKIP_UNREADABLE True to skip unreadable images (their count is printed)."
-        ) from exc
-
-
-def drop_unreadable(items, split_name):
-    """Keep the items whose image decodes; print how many were skipped."""
-    kept, bad = [], []
-    for item in items:
-        try:
-            with Image.open(item.impath) as img:
-                img.convert("RGB")
-            kept.append(item)
-        except Exception:
-            bad.append(item.impath)
-    if bad:
-        print(f"Skipped {len(bad)} unreadable image(s) in {split_name} (DATASET.SKIP_UNREADABLE), e.g. {bad[0]}")
-    return kept
 
 
 class DatasetWrapper(Dataset):
@@ -55,20 +25,6 @@ class DatasetWrapper(Dataset):
         img = read_image(item.impath)
         output["img"] = self.transform(img) if self.transform is not None else img
         return output
-
-
-class IndexDataset(Dataset):
-    """Labels and indices without images: for trainers that read image features from the cache."""
-
-    def __init__(self, data_source):
-        self.data_source = data_source
-
-    def __len__(self):
-        return len(self.data_source)
-
-    def __getitem__(self, idx):
-        item = self.data_source[idx]
-        return {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
 
 
 def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, batch_size=64, tfm=None,

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ...reliability import (MAX_ABS_WEIGHT, backbone_weights_problem, checkpoint_tensor_problem, resume_config_problem,
                            weight_problems)
+from ...atomic import atomic_write_text
 from .utils import AverageMeter, MetricMeter, atomic_torch_save, load_checkpoint, mkdir_if_missing
 
 # Bumped when the checkpoint layout changes; a checkpoint from a newer layout is refused by name.
@@ -161,9 +162,7 @@ class CheckpointMixin:
             fname = "model-best.pth.tar" if is_best else (model_name or f"model.pth.tar-{epoch + 1}")
             fpath = osp.join(directory, name, fname)
             atomic_torch_save(checkpoint, fpath)
-            with open(osp.join(directory, name, "checkpoint.tmp"), "w") as f:
-                f.write(f"{fname}\n")
-            os.replace(osp.join(directory, name, "checkpoint.tmp"), osp.join(directory, name, "checkpoint"))
+            atomic_write_text(osp.join(directory, name, "checkpoint"), f"{fname}\n")
             print(f"Checkpoint saved to {fpath}")
 
     def resume_model_if_exist(self, directory):

@@ -4,12 +4,13 @@ import os
 import os.path as osp
 import random
 import sys
-import tempfile
 import time
 from collections import defaultdict
 
 import numpy as np
 import torch
+
+from ...atomic import atomic_torch_save  # noqa: F401  (re-exported: clipadapt.engine)
 
 
 def mkdir_if_missing(dirname):
@@ -130,61 +131,6 @@ class MetricMeter:
 
     def __str__(self):
         return self.delimiter.join(f"{name} {meter.val:.4f} ({meter.avg:.4f})" for name, meter in self.meters.items())
-
-
-class _WriteErrorRecorder:
-    """A file wrapper that keeps the OSError of a failed write: torch.save turns it into a
-    RuntimeError ("unexpected pos ..."), which would hide a full disk."""
-
-    def __init__(self, f):
-        self.f, self.error = f, None
-
-    def write(self, data):
-        try:
-            return self.f.write(data)
-        except OSError as exc:
-            self.error = exc
-            raise
-
-    def flush(self):
-        self.f.flush()
-
-
-def atomic_torch_save(obj, fpath, prefix=".tmp-"):
-    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file.
-    A failed write (full disk, quota, read-only) raises OSError naming `fpath`; the temp file goes."""
-    dirname = osp.dirname(osp.abspath(fpath))
-    tmp = None
-    try:
-        mkdir_if_missing(dirname)
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=dirname)
-        with os.fdopen(fd, "wb") as f:
-            writer = _WriteErrorRecorder(f)
-            try:
-                torch.save(obj, writer)
-            except RuntimeError:
-                if writer.error is None:
-                    raise
-                raise writer.error from None
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, fpath)
-    except OSError as exc:
-        _remove_quietly(tmp)
-        if exc.filename is None:
-            exc.filename = fpath
-        raise
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def _remove_quietly(path):
-    try:
-        if path and osp.exists(path):
-            os.remove(path)
-    except OSError:
-        pass
 
 
 # Dassl's checkpoints (CoOp, CoCoOp, ...) pickle live objects beside the weights: the warmup
