@@ -24,3 +24,26 @@ def test_trainer_config_merges_over_its_trainer_defaults(path):
 def test_every_trainer_has_configs():
     assert {os.path.basename(os.path.dirname(p)) for p in CONFIGS} >= {
         "ZeroshotCLIP", "CoOp", "CLIPAdapter", "SHIP", "PVA"}
+
+
+def test_cfg_query_without_the_repository_trainers_says_how_to_run_it(tmp_path):
+    """setup.py installs clipadapt but not trainers: a clipadapt with no trainers beside it and none on
+    the path stops with one line saying where to run the query from."""
+    import subprocess
+    import sys
+    (tmp_path / "site").mkdir()
+    os.symlink(os.path.join(REPO, "clipadapt"), tmp_path / "site" / "clipadapt")
+    code = ("import sys; sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != REPO]; "
+            "sys.path.insert(0, SITE); from clipadapt.cfg_query import main; "
+            "main(['--trainer', 'CoOp', 'OPTIM.MAX_EPOCH'])")
+    code = f"import os; REPO, SITE = {REPO!r}, {str(tmp_path / 'site')!r}; " + code
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "clipadapt.cfg_query needs the repository's trainers package (not installed by setup.py): "
+        "run it from the repository root or put the repository on PYTHONPATH")
+    ok = subprocess.run([sys.executable, "-m", "clipadapt.cfg_query", "--trainer", "CoOp", "--config-file",
+                         "configs/trainers/CoOp/rn50.yaml", "OPTIM.MAX_EPOCH"], cwd=REPO, env=env,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip() == "200", ok.stderr
