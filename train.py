@@ -21,7 +21,7 @@ from clipadapt.config import ConfigError, build_config, check_names, check_value
 from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.data import DatasetError
 from clipadapt.loading import UnreadableImageError
-from clipadapt.engine.builtin.trainer import CheckpointError, load_training_checkpoint, resume_pointers
+from clipadapt.checkpoints import CheckpointError, load_training_checkpoint, resume_pointers
 from clipadapt.reliability import (RunLock, RunLockedError, remove_temp_files, resume_config_problem,
                                    write_error_message)
 

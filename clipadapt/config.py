@@ -11,7 +11,7 @@ import yaml
 from yacs.config import CfgNode
 
 from .engine import DATASET_REGISTRY, TRAINER_REGISTRY, get_cfg_default
-from .engine.builtin.registry import unknown_name_message
+from .engine import unknown_name_message
 
 
 class ConfigError(ValueError):

@@ -15,10 +15,10 @@ import os.path as osp
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import CheckpointError, check_weights, load_checkpoint, load_state_without_derived
 from .clip import (TextEncoder, check_input_config, compute_dtype, embed_dim, input_size, load_clip_from_cfg,
-                   precision_dtype, precision_key, state_dict_digest)
-from .engine import CheckpointMixin, TrainerX, build_data_loader, build_transform, load_checkpoint
-from .engine.builtin.trainer import CheckpointError, check_weights, load_state_without_derived
+                   precision_dtype, precision_key, prompts_for, state_dict_digest)
+from .engine import CheckpointMixin, TrainerX, build_data_loader, build_transform
 from .evaluation import GZSLClassification
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
 from .loading import IndexDataset
@@ -180,6 +180,17 @@ class ClipTrainer(*_BASES):
         tokenized = self.tokenizer(texts).to(self.device)
         with self.autocast():
             return self.text_encoder.encode_tokenized(tokenized)
+
+    def prompt_weights(self, classnames, template=""):
+        """(n_cls, D) float32 unit-norm features of one hand-crafted prompt per class (`template`: "" =
+        the dataset's CoOp template): fixed class weights, encoded once per class list and template."""
+        cache = self.__dict__.setdefault("_prompt_weights", {})
+        key = (tuple(classnames), template)
+        if key not in cache:
+            prompts = prompts_for(classnames, self.cfg.DATASET.NAME, template)
+            print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")
+            cache[key] = self.encode_texts(prompts).float()
+        return cache[key]
 
     def cached_features(self, split, view=None):
         """(N, D) features of a split; `view` selects an augmented training view."""

@@ -101,7 +101,7 @@ class Payload:
 
 @pytest.mark.parametrize("where", ["scheduler", "state_dict"])
 def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, where):
-    from clipadapt.engine.builtin.utils import load_checkpoint
+    from clipadapt.checkpoints import load_checkpoint
     marker = str(tmp_path / "payload-ran")
     checkpoint = coop_checkpoint(torch.zeros(4, 8), n_cls=3, epoch=5)  # real torch.optim objects inside too
     if where == "scheduler":
@@ -129,7 +129,7 @@ class RunsOnConstruction:
 
 def test_class_under_a_torch_optim_name_is_never_constructed(tmp_path, monkeypatch):
     """Names under torch.optim are read as inert placeholders, whatever the name resolves to."""
-    from clipadapt.engine.builtin.utils import load_checkpoint
+    from clipadapt.checkpoints import load_checkpoint
     marker = str(tmp_path / "payload-ran")
     monkeypatch.setattr(sys.modules["torch.optim.sgd"], "Planted", RunsOnConstruction, raising=False)
     planted = object.__new__(RunsOnConstruction)
@@ -144,7 +144,7 @@ def test_class_under_a_torch_optim_name_is_never_constructed(tmp_path, monkeypat
 
 
 def test_torch_optim_object_inside_the_weights_is_refused(tmp_path):
-    from clipadapt.engine.builtin.utils import load_checkpoint
+    from clipadapt.checkpoints import load_checkpoint
     optim = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
     fpath = str(tmp_path / "model.pth.tar-1")
     torch.save({"state_dict": {"ctx": optim}, "epoch": 1}, fpath)
@@ -153,7 +153,7 @@ def test_torch_optim_object_inside_the_weights_is_refused(tmp_path):
 
 
 def test_dassl_checkpoint_keeps_weights_and_epoch_and_drops_optim_objects(tmp_path):
-    from clipadapt.engine.builtin.utils import load_checkpoint
+    from clipadapt.checkpoints import load_checkpoint
     ctx = torch.randn(4, 8)
     fpath = write_dassl_run(tmp_path, coop_checkpoint(ctx, n_cls=3, epoch=7))
     loaded = load_checkpoint(fpath)
@@ -227,7 +227,7 @@ def test_dassl_shim_rebinds_names_bound_at_import(tmp_path):
         import dassl.engine.trainer as T, dassl.engine.da.dann as D, dassl.optim, dassl.utils
         import dassl.utils.torchtools as TT
         from clipadapt.engine.builtin.optim import build_lr_scheduler
-        from clipadapt.engine.builtin.utils import load_checkpoint
+        from clipadapt.checkpoints import load_checkpoint
         assert E.ENGINE == "dassl"
         for mod in (T, D, dassl.optim, dassl.optim.lr_scheduler):
             assert mod.build_lr_scheduler is build_lr_scheduler, mod.__name__

@@ -24,7 +24,7 @@ def test_coop_format_checkpoint_serves_as_init_weights(shapes_root, tmp_path):
 
 def test_init_weights_of_another_shape_names_the_file(shapes_root, tmp_path):
     from clipadapt.engine import build_trainer
-    from clipadapt.engine.builtin.trainer import CheckpointError
+    from clipadapt.checkpoints import CheckpointError
     fpath = tmp_path / "wrong.pth.tar"
     torch.save({"state_dict": {"ctx": torch.zeros(3, 7)}}, fpath)
     with pytest.raises(CheckpointError, match="wrong.pth.tar"):

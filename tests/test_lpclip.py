@@ -118,7 +118,7 @@ def test_without_the_feature_cache_the_fit_is_the_same(shapes_root, tmp_path, mo
 
 
 def test_refuses_classes_it_was_not_fitted_on(shapes_root, tmp_path, monkeypatch):
-    from clipadapt.engine.builtin.trainer import CheckpointError
+    from clipadapt.checkpoints import CheckpointError
     with pytest.raises(ValueError, match="no weights for unseen|only for the classes"):
         build_trainer(shapes_root, tmp_path / "new", ["DATASET.SUBSAMPLE_CLASSES", "new"])
     base = build_trainer(shapes_root, tmp_path / "base", ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base",

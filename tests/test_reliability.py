@@ -198,7 +198,7 @@ def test_partial_temp_file_is_ignored_and_damaged_checkpoint_is_refused(coop_run
     assert f'Cannot load checkpoint "{ckpt}" safely' in msg and "truncated" in msg
     assert f'write that epoch\'s file name (model.pth.tar-N) into "{run / "prompt_learner" / "checkpoint"}"' in msg
     assert snapshot(run) == before  # refused before any work: no log, no new checkpoint
-    from clipadapt.engine.builtin.trainer import CheckpointError
+    from clipadapt.checkpoints import CheckpointError
     with pytest.raises(CheckpointError, match="truncated"):
         trainer.resume_model_if_exist(str(run))
 

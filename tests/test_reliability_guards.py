@@ -136,7 +136,7 @@ def test_resume_with_another_dataset_or_config_is_refused_naming_the_keys(small_
 
     # In-process resume (no train.py) is refused the same way.
     from clipadapt.engine import build_trainer
-    from clipadapt.engine.builtin.trainer import CheckpointError
+    from clipadapt.checkpoints import CheckpointError
     run = copy_of(run_dir, tmp_path / "run")
     trainer = build_trainer(make_cfg("CoOp", COOP_CFG, shapes_root, run, SMALL[len(TINY_OPTS):] + [
         "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.5"]))

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from clipadapt.adapters import AdaptedClassifier
-from clipadapt.clip import prompts_for
 from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, load_checkpoint
 from clipadapt.trainer import ClipTrainer
 
@@ -71,20 +70,14 @@ class CLIPAdapter(ClipTrainer):
             self.classifier.load_state_dict(state.get("state_dict", state))
         n_params = sum(p.numel() for p in self.classifier.parameters())
         print(f"CLIP-Adapter: D = {dim}, {n_params:,} trainable parameters ({self.classifier.extra_repr()})")
-        self._text_weights = {}
         self.train_text_weights = self.text_weights(self.train_classnames)
         self.optim = build_optimizer(self.classifier, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("clip_adapter", self.classifier, self.optim, self.sched)
 
     def text_weights(self, classnames):
-        """(n_cls, D) unit-norm features of the hand-crafted prompts, encoded once per class list."""
-        key = tuple(classnames)
-        if key not in self._text_weights:
-            prompts = prompts_for(classnames, self.cfg.DATASET.NAME, self.method_cfg.TEMPLATE)
-            print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")
-            self._text_weights[key] = self.encode_texts(prompts).float()
-        return self._text_weights[key]
+        """W: (n_cls, D) unit-norm features of the hand-crafted prompts, encoded once per class list."""
+        return self.prompt_weights(classnames, self.method_cfg.TEMPLATE)
 
     def forward_backward(self, batch):
         image_features, label = self.parse_batch_train(batch)

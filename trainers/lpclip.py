@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from clipadapt.checkpoints import CheckpointError
 from clipadapt.engine import TRAINER_REGISTRY
-from clipadapt.engine.builtin.trainer import CheckpointError
 from clipadapt.features import encode_images
 from clipadapt.trainer import ClipTrainer
 

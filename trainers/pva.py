@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipadapt.clip import PromptLearner, prompts_for
+from clipadapt.clip import PromptLearner
 from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, load_checkpoint
 from clipadapt.features import encode_images
 from clipadapt.trainer import ClipTrainer
@@ -303,7 +303,6 @@ class PVA(ClipTrainer):
         self.optim = build_optimizer(self.model, self.cfg.OPTIM, param_groups=groups)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("pva", self.model, self.optim, self.sched)
-        self._zs_classnames = None
 
     def load_state_into(self, name, state_dict, fpath):
         # The router's buffers take the checkpoint's shape (its base classes), whatever this run tests.
@@ -444,9 +443,7 @@ class PVA(ClipTrainer):
         f_t = self.prompt_text_features()  # (n_cls, D)
         mu_t, _ = model.textual(f_t)
         self.tuned_text = model.refine(mu_t, f_t, self.residual_everywhere)  # (n_cls, D)
-        if self._zs_classnames != self.classnames:  # hand-crafted prompts, once per class list
-            self.zs_text = self.encode_texts(prompts_for(self.classnames, self.cfg.DATASET.NAME, node.TEMPLATE)).float()
-            self._zs_classnames = self.classnames
+        self.zs_text = self.prompt_weights(self.classnames, node.TEMPLATE)  # hand-crafted prompts, once per class list
         self._tau_now = self.tau
         self._generator = self.mc_generator()
         self._routing = {"score": [], "to_base": [], "label": [], "mu": [], "logvar": []}

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipadapt.adapters import AdaptedClassifier
-from clipadapt.clip import PromptLearner, prompts_for
+from clipadapt.clip import PromptLearner
 from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_data_loader, build_lr_scheduler, build_optimizer
 from clipadapt.loading import IndexDataset
 from clipadapt.trainer import ClipTrainer
@@ -204,9 +204,8 @@ class SHIP(ClipTrainer):
         """Point the stage-2 classifier at `classnames` (all training classes, or the test label space)."""
         if self.method_cfg.STAGE2 == "coop":
             self.prompt_learner.set_classnames(classnames)
-        elif getattr(self, "_fixed_names", None) != list(classnames):
-            prompts = prompts_for(classnames, self.cfg.DATASET.NAME)
-            self._fixed_text, self._fixed_names = self.encode_texts(prompts).float(), list(classnames)
+        else:
+            self._fixed_text = self.prompt_weights(classnames)
 
     def text_features(self):
         """(n_cls, D) unit-norm class weights of the current class list."""

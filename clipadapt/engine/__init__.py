@@ -18,7 +18,7 @@ from .builtin.data_manager import build_data_loader
 from .builtin.evaluator import Classification, EvaluatorBase
 from .builtin.optim import build_lr_scheduler, build_optimizer
 from .builtin.registry import Registry, check_availability, unknown_name_message
-from .builtin.trainer import CheckpointMixin
+from ..checkpoints import CheckpointMixin
 from .builtin.utils import (AverageMeter, MetricMeter, atomic_torch_save, collect_env_info, count_num_param,
                             load_checkpoint, mkdir_if_missing, set_random_seed, setup_logger)
 

@@ -1,5 +1,4 @@
 """Logging, seeding, environment info, meters and safe checkpoint I/O."""
-import collections
 import os
 import os.path as osp
 import random
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from ...atomic import atomic_torch_save  # noqa: F401  (re-exported: clipadapt.engine)
+from ...checkpoints import load_checkpoint  # noqa: F401  (re-exported: clipadapt.engine)
 
 
 def mkdir_if_missing(dirname):
@@ -131,120 +131,6 @@ class MetricMeter:
 
     def __str__(self):
         return self.delimiter.join(f"{name} {meter.val:.4f} ({meter.avg:.4f})" for name, meter in self.meters.items())
-
-
-# Dassl's checkpoints (CoOp, CoCoOp, ...) pickle live objects beside the weights: the warmup
-# scheduler's state_dict holds its `successor` scheduler, which holds the optimizer. Classes under
-# these module prefixes are read as inert placeholders (never imported, never run) and the top-level
-# entry holding them is dropped; anything else that is not plain data is refused.
-SKIPPABLE_PICKLED_CLASSES = ("torch.optim.", "dassl.optim.")
-SKIPPABLE_ENTRIES = ("optimizer", "scheduler")
-# Plain containers a pickled optimizer's state is made of (its `state` is a defaultdict(dict), a
-# MultiStepLR's milestones a Counter): they run no code of the checkpoint's choosing. A defaultdict
-# is read as a plain dict (the weights_only unpickler fills only dicts; the state is discarded anyway).
-def _plain_dict(*default_factory):
-    return {}
-
-
-PLAIN_CONTAINERS = {"collections.defaultdict": _plain_dict, "collections.Counter": collections.Counter,
-                    "builtins.dict": dict, "builtins.set": set}
-
-
-class SkippedObject:
-    """Stands in for a pickled optimizer or scheduler: created empty, its pickled state discarded."""
-    pickled_name = "?"
-
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-    def __repr__(self):
-        return f"<skipped {self.pickled_name}>"
-
-
-def _placeholder(name):
-    return type("SkippedObject", (SkippedObject,), {"pickled_name": name})
-
-
-def _find_skipped(obj, seen=None):
-    """The pickled name of the first SkippedObject inside obj (dicts, lists, tuples, sets), or None."""
-    seen = set() if seen is None else seen
-    if isinstance(obj, SkippedObject):
-        return obj.pickled_name
-    if id(obj) in seen or isinstance(obj, (torch.Tensor, str, bytes)):
-        return None
-    seen.add(id(obj))
-    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple, set)) else ()
-    for item in items:
-        found = _find_skipped(item, seen)
-        if found:
-            return found
-    return None
-
-
-def _unsafe_load_error(fpath, exc):
-    # torch's own text suggests weights_only=False; we never do that, so keep only its first line.
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "Unsupported global" in str(exc):
-        reason = next(l.strip() for l in str(exc).splitlines() if "Unsupported global" in l)
-    return RuntimeError(
-        f'Cannot load checkpoint "{fpath}" safely (weights_only=True): {reason}. '
-        "It is truncated, not a checkpoint, or holds pickled objects other than tensors and plain data; "
-        "it is not loaded."
-    )
-
-
-def load_checkpoint(fpath, verbose=True):
-    """Load with weights_only=True: a checkpoint can never run code on load.
-
-    A Dassl checkpoint whose optimizer/scheduler entries hold pickled torch.optim (or dassl.optim)
-    objects loads too: those classes are mapped to inert placeholders for the weights_only
-    unpickler and the entries holding them come back as None (what evaluation needs is the
-    state_dict and epoch). Any other non-allowlisted global refuses the file, as before.
-    """
-    if not fpath or not osp.exists(fpath):
-        raise FileNotFoundError(f'Checkpoint not found at "{fpath}"')
-    map_location = None if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.load(fpath, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        if "Unsupported global" not in str(exc):
-            raise _unsafe_load_error(fpath, exc) from exc
-        first_error = exc
-    try:  # which globals the pickle names, read statically (nothing is imported or run)
-        names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(fpath))
-    except Exception:  # not a zip checkpoint (torch < 1.6): only the plain-data path above applies
-        raise _unsafe_load_error(fpath, first_error) from first_error
-    skippable = [n for n in names if n.startswith(SKIPPABLE_PICKLED_CLASSES)]
-    refused = [n for n in names if n not in skippable and n not in PLAIN_CONTAINERS]
-    if refused or not skippable:
-        raise _unsafe_load_error(fpath, first_error) from first_error
-    allowed = [(_placeholder(n), n) for n in skippable] + [(PLAIN_CONTAINERS[n], n) for n in names
-                                                           if n in PLAIN_CONTAINERS]
-    with torch.serialization.safe_globals(allowed):
-        try:
-            checkpoint = torch.load(fpath, map_location=map_location, weights_only=True)
-        except Exception as exc:
-            raise _unsafe_load_error(fpath, exc) from exc
-    skipped = []
-    for key in SKIPPABLE_ENTRIES:
-        if isinstance(checkpoint, dict) and _find_skipped(checkpoint.get(key)):
-            checkpoint[key] = None
-            skipped.append(key)
-    stray = _find_skipped(checkpoint)
-    if stray:
-        raise RuntimeError(
-            f'Cannot load checkpoint "{fpath}": it holds a pickled {stray} object outside its optimizer and '
-            "scheduler entries; it is not loaded.")
-    if verbose:
-        print(f'Note: "{fpath}" holds pickled {", ".join(skippable)} objects in its {" and ".join(skipped)} '
-              "entries (a Dassl checkpoint); they were skipped without being run.")
-    return checkpoint
 
 
 def count_num_param(model):
