@@ -8,8 +8,6 @@ import json
 import os
 import tempfile
 
-import torch
-
 
 def atomic_write(fpath, write, binary=True, prefix=".tmp-"):
     """Call `write(f)` on a temporary file beside `fpath` (opened "wb", or "w" unless `binary`),
@@ -47,6 +45,8 @@ def atomic_write_json(obj, fpath, indent=4, prefix=".tmp-"):
 
 def atomic_torch_save(obj, fpath, prefix=".tmp-"):
     """torch.save(obj, fpath) atomically, keeping the OSError that torch.save would hide."""
+    import torch  # here, so that the json/text writers need no torch import (clipadapt.runs stays light)
+
     def write(f):
         writer = _WriteErrorRecorder(f)
         try:
