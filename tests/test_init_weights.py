@@ -29,3 +29,21 @@ def test_init_weights_of_another_shape_names_the_file(shapes_root, tmp_path):
     torch.save({"state_dict": {"ctx": torch.zeros(3, 7)}}, fpath)
     with pytest.raises(CheckpointError, match="wrong.pth.tar"):
         build_trainer(make_cfg("CoOp", COOP_CFG, shapes_root, tmp_path / "o", ["MODEL.INIT_WEIGHTS", str(fpath)]))
+
+
+@pytest.mark.parametrize("trainer_name, config, module", [
+    ("CLIPAdapter", "configs/trainers/CLIPAdapter/vit_b16.yaml", "clip_adapter"),
+    ("PVA", "configs/trainers/PVA/vit_b16.yaml", "pva"),
+])
+def test_adapter_trainers_take_init_weights_through_the_same_loader(shapes_root, tmp_path, trainer_name, config, module):
+    from clipadapt.engine import build_trainer
+    plain = build_trainer(make_cfg(trainer_name, config, shapes_root, tmp_path / "plain", []))
+    state = {k: v + 0.5 if v.is_floating_point() else v
+             for k, v in plain._models[module].state_dict().items()}  # any values other than a fresh init's
+    fpath = tmp_path / "init.pth.tar"
+    torch.save({"state_dict": state, "epoch": 3}, fpath)
+    trainer = build_trainer(make_cfg(trainer_name, config, shapes_root, tmp_path / "init",
+                                     ["MODEL.INIT_WEIGHTS", str(fpath)]))
+    loaded = trainer._models[module].state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k].cpu(), state[k]) for k in state)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from clipadapt.adapters import AdaptedClassifier
-from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, load_checkpoint
+from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
 from clipadapt.trainer import ClipTrainer
 
 
@@ -65,9 +65,7 @@ class CLIPAdapter(ClipTrainer):
             visual=node.VISUAL_ADAPTER, text=node.TEXT_ADAPTER, text_ratio=node.TEXT_RATIO,
             learn_ratio=node.LEARN_RATIO, ratio_reduction=node.RATIO_REDUCTION,
         ).to(self.device)  # float32 whatever PREC: features are cast to float32 before it
-        if self.cfg.MODEL.INIT_WEIGHTS:
-            state = load_checkpoint(self.cfg.MODEL.INIT_WEIGHTS)
-            self.classifier.load_state_dict(state.get("state_dict", state))
+        self.load_init_weights(self.classifier, "classifier")
         n_params = sum(p.numel() for p in self.classifier.parameters())
         print(f"CLIP-Adapter: D = {dim}, {n_params:,} trainable parameters ({self.classifier.extra_repr()})")
         self.train_text_weights = self.text_weights(self.train_classnames)

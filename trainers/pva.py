@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipadapt.clip import PromptLearner
-from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, load_checkpoint
+from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
 from clipadapt.features import encode_images
 from clipadapt.trainer import ClipTrainer
 
@@ -294,9 +294,7 @@ class PVA(ClipTrainer):
         prompt_learner = PromptLearner(self.text_encoder, self.tokenizer, self.train_classnames,
                                        n_ctx=node.N_CTX, ctx_init=node.CTX_INIT)
         self.model = PVAModel(prompt_learner, self.embed_dim, node).to(self.device)
-        if self.cfg.MODEL.INIT_WEIGHTS:
-            state = load_checkpoint(self.cfg.MODEL.INIT_WEIGHTS)
-            self.load_state_into("pva", state.get("state_dict", state), self.cfg.MODEL.INIT_WEIGHTS)
+        self.load_init_weights(self.model, "pva")
         ctx = [self.model.prompt_learner.ctx]
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("prompt_learner.")]
         groups = [{"params": rest}, {"params": ctx, "lr": self.cfg.OPTIM.LR * node.CTX_LR_MULT}]
