@@ -27,6 +27,8 @@ import re
 import sys
 import time
 
+from .atomic import atomic_write_text
+
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
 LOG_NAME = "log.txt"
@@ -173,12 +175,8 @@ def read_json(path):
 
 
 def write_json(path, data):
-    """Atomic: readers see the old file or the new one, never half of one."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Atomic and fsynced: readers, and a machine that loses power, see the old file or the new one."""
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def log_has_final_result(path):
