@@ -3,6 +3,7 @@ import os
 
 from clipadapt.data import (CoOpDataset, DatasetError, cached_file_list, listdir_nohidden, read_class_folders,
                             read_classnames)
+from clipadapt.data.coop_fewshot import read_coop_imagenet_list
 from clipadapt.engine import DATASET_REGISTRY
 
 
@@ -11,7 +12,8 @@ class ImageNet(CoOpDataset):
     dataset_dir = "imagenet"
     image_dir = "images"
     val_is_test = True
-    cache_file = "preprocessed.json"  # CoOp pickles the file list; this is the same list as relative-path json
+    cache_file = "preprocessed.json"  # our file list: relative paths, sorted folder listing
+    coop_file = "preprocessed.pkl"  # CoOp's file list: used when present (its order is CoOp's draws')
     layout = ("images/train/<wnid>/*.JPEG   1,000 folders n01440764/, n01443537/, ...",
               "images/val/<wnid>/*.JPEG     the same 1,000 folders",
               "classnames.txt               1,000 lines 'n01440764 tench'")
@@ -23,6 +25,11 @@ class ImageNet(CoOpDataset):
         train_dir, val_dir = (os.path.join(self.image_dir, s) for s in ("train", "val"))
         self.check_dir(train_dir, "ImageNet train folder")
         self.check_dir(val_dir, "ImageNet val folder")
+        coop_file = os.path.join(self.dataset_dir, self.coop_file)
+        if os.path.isfile(coop_file):
+            print(f"Loading CoOp's file list {coop_file}")
+            train, test = read_coop_imagenet_list(coop_file, self.image_dir, classnames)
+            return train, None, test
 
         def list_folders():
             folders = listdir_nohidden(train_dir, dirs_only=True)

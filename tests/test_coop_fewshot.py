@@ -172,3 +172,63 @@ def test_json_cache_from_the_sorted_draw_is_drawn_again(tmp_path, capsys):
     again = build_dataset(tmp_path, "EuroSAT", shots=2, seed=1)
     assert "sorted order" in capsys.readouterr().out
     assert paths(again.train_x) == paths(first.train_x) and json.loads(cache.read_text())["draw"] == "dassl"
+
+
+def fake_imagenet(root, wnids, per_class):
+    """An ImageNet tree of empty files and its classnames.txt (made-up wnids are enough here)."""
+    (root / "imagenet").mkdir(parents=True)
+    (root / "imagenet" / "classnames.txt").write_text("".join(f"{w} class {w[-1]}\n" for w in wnids))
+    for split, n in (("train", per_class), ("val", 2)):
+        for w in wnids:
+            (root / "imagenet" / "images" / split / w).mkdir(parents=True)
+            for i in range(n):
+                (root / "imagenet" / "images" / split / w / f"{w}_{i}.JPEG").touch()
+
+
+def test_coop_imagenet_file_list_gives_coops_order_and_draw(tmp_path, dassl_datum_module, capsys):
+    """CoOp lists ImageNet's class folders unsorted (os.listdir order) and pickles the list as
+    preprocessed.pkl; its few-shot draws follow that order, so the run reads that file."""
+    wnids = ["n0003", "n0001", "n0002"]
+    fake_imagenet(tmp_path, wnids, per_class=6)
+    label = {w: i for i, w in enumerate(sorted(wnids))}
+    rng = random.Random(5)
+    data = {}
+    for key, folder, n in (("train", "train", 6), ("test", "val", 2)):
+        items = []
+        for w in sorted(wnids):
+            names = [f"{w}_{i}.JPEG" for i in range(n)]
+            rng.shuffle(names)  # a filesystem's order, not a sorted one
+            items += [_Datum(f"/old/DATA/imagenet/images/{folder}/{w}/{f}", label[w], f"class {w[-1]}") for f in names]
+        data[key] = items
+    pkl = tmp_path / "imagenet" / "preprocessed.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    ds = build_dataset(tmp_path, "ImageNet", shots=2, seed=1)
+    assert f"Loading CoOp's file list {pkl}" in capsys.readouterr().out
+    image_dir = tmp_path / "imagenet" / "images"
+    full = build_dataset(tmp_path, "ImageNet")
+    assert paths(full.train_x) == [str(image_dir / d._impath.split("/images/")[1]) for d in data["train"]]
+    assert paths(full.test) == [str(image_dir / d._impath.split("/images/")[1]) for d in data["test"]]
+    assert [d.label for d in full.train_x] == [d._label for d in data["train"]]
+    # the few-shot draw is Dassl's over the pkl's order (random.sample per label, seeded with the run's seed)
+    random.seed(1)
+    by_label = {}
+    for d in full.train_x:
+        by_label.setdefault(d.label, []).append(d.impath)
+    want = [p for lab in by_label for p in random.sample(by_label[lab], 2)]
+    assert paths(ds.train_x) == want
+    assert not (tmp_path / "imagenet" / "preprocessed.json").exists()
+
+    # a file written for other folders, or with labels that do not follow the folders, is refused by name
+    data["train"][0]._label = 2
+    with open(pkl, "wb") as f:
+        pickle.dump(data, f)
+    with pytest.raises(DatasetError, match="preprocessed.pkl.*has label 2"):
+        build_dataset(tmp_path, "ImageNet")
+    data["train"][0]._label = label["n0001"]
+    data["test"][-1]._impath = "/old/DATA/imagenet/images/val/n0003/missing.JPEG"
+    with open(pkl, "wb") as f:
+        pickle.dump(data, f)
+    with pytest.raises(DatasetError, match="missing.JPEG does not exist.*Move it away"):
+        build_dataset(tmp_path, "ImageNet")

@@ -1,4 +1,5 @@
-"""CoOp's few-shot files, `split_fewshot/shot_K-seed_S.pkl`, read without running code.
+"""CoOp's pickled file lists, read without running code: the few-shot files
+`split_fewshot/shot_K-seed_S.pkl`, and ImageNet's `preprocessed.pkl`.
 
 CoOp pickles `{"train": [Datum, ...], "val": [Datum, ...]}` (ImageNet: train only) with Dassl's
 `Datum` objects, whose attributes hold absolute paths of the machine that wrote the file. Python's
@@ -50,25 +51,30 @@ class _DatumUnpickler(pickle.Unpickler):
                                      "(only Dassl's Datum); it was not loaded")
 
 
-def load_coop_fewshot_pickle(path):
-    """{"train": [PickledDatum], "val": [...]} from a CoOp pkl; DatasetError for anything else."""
+def load_coop_datum_pickle(path, what, keys, required, remedy):
+    """{key: [PickledDatum]} from a pkl CoOp wrote (keys among `keys`, `required` present); a
+    DatasetError naming `what` and `remedy` for anything else."""
     try:
         with open(path, "rb") as f:
             data = _DatumUnpickler(io.BytesIO(f.read())).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
-        raise DatasetError(f'CoOp few-shot file "{path}" cannot be read safely: {err}. Delete it to let the '
-                           "sample be drawn again (the draw is CoOp's for the same seed).") from None
-    if not isinstance(data, dict) or "train" not in data:
-        raise DatasetError(f'CoOp few-shot file "{path}" is not a dict with a "train" list, as CoOp writes it.')
+        raise DatasetError(f'{what} "{path}" cannot be read safely: {err}. {remedy}') from None
+    listed = " and ".join(f'"{k}"' for k in keys)
+    if not isinstance(data, dict) or any(k not in data for k in required):
+        raise DatasetError(f'{what} "{path}" is not a dict with {listed} lists, as CoOp writes it.')
     for key, items in data.items():
-        if key not in ("train", "val") or not isinstance(items, list):
-            raise DatasetError(f'CoOp few-shot file "{path}": unexpected entry "{key}" (CoOp writes "train" and '
-                               '"val" lists).')
+        if key not in keys or not isinstance(items, list):
+            raise DatasetError(f'{what} "{path}": unexpected entry "{key}" (CoOp writes {listed} lists).')
         for item in items:
             if not isinstance(item, PickledDatum) or item.impath is None or item.label is None:
-                raise DatasetError(f'CoOp few-shot file "{path}": an item of "{key}" is not a Datum with a path '
-                                   "and a label.")
+                raise DatasetError(f'{what} "{path}": an item of "{key}" is not a Datum with a path and a label.')
     return data
+
+
+def load_coop_fewshot_pickle(path):
+    """{"train": [PickledDatum], "val": [...]} from CoOp's split_fewshot pkl."""
+    return load_coop_datum_pickle(path, "CoOp few-shot file", ("train", "val"), ("train",),
+                                  "Delete it to let the sample be drawn again (the draw is CoOp's for the same seed).")
 
 
 def match_to_split(impath, pool):
@@ -97,3 +103,36 @@ def coop_entries(items, pool, path, key):
                                "Move it away to draw the sample here (the draw is CoOp's for the same seed).")
         entries.append([rel, int(item.label), item.classname])
     return entries
+
+
+def read_coop_imagenet_list(path, image_dir, classnames):
+    """(train, test) Datums from CoOp's `imagenet/preprocessed.pkl`, in the file's order.
+
+    CoOp lists each class folder unsorted (os.listdir order, which depends on the filesystem) and
+    draws few-shot samples from that order, so this file, not a sorted listing, gives a CoOp user
+    CoOp's draws. Paths are re-rooted to `image_dir/{train,val}/<wnid>/<file>`; labels and names are
+    checked against the folder order and `classnames` (wnid -> name).
+    """
+    from clipadapt.engine import Datum
+    remedy = "Move it away to list the image folders here instead."
+    data = load_coop_datum_pickle(path, "CoOp's ImageNet file list", ("train", "test"), ("train", "test"), remedy)
+    wnids = sorted({os.path.basename(os.path.dirname(os.path.normpath(str(d.impath)))) for d in data["train"]})
+    label_of = {wnid: label for label, wnid in enumerate(wnids)}
+    splits = {}
+    for key, folder in (("train", "train"), ("test", "val")):
+        items = []
+        for item in data[key]:
+            parts = os.path.normpath(str(item.impath)).replace("\\", "/").split("/")
+            wnid, fname = parts[-2], parts[-1]
+            if label_of.get(wnid) != int(item.label) or classnames.get(wnid) != item.classname:
+                raise DatasetError(f'CoOp\'s ImageNet file list "{path}": {item.impath} has label {item.label} '
+                                   f"({item.classname!r}), but folder {wnid} is label {label_of.get(wnid)} "
+                                   f"({classnames.get(wnid)!r}) here. {remedy}")
+            impath = os.path.join(image_dir, folder, wnid, fname)
+            try:
+                items.append(Datum(impath=impath, label=int(item.label), classname=item.classname))
+            except (FileNotFoundError, AssertionError):  # the built-in Datum raises one, Dassl's the other
+                raise DatasetError(f'CoOp\'s ImageNet file list "{path}" names {item.impath}, and {impath} does not '
+                                   f"exist: the file was written for other image folders. {remedy}") from None
+        splits[key] = items
+    return splits["train"], splits["test"]
