@@ -11,6 +11,7 @@
   evaluation (for text features that do not change between batches).
 """
 import os.path as osp
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -71,9 +72,25 @@ class ClipTrainer(*_BASES):
         node = self.method_cfg
         return node.PREC if node is not None and "PREC" in node else "fp32"
 
-    def autocast(self):
-        dtype, use_amp = precision_dtype(self.prec, self.device)
-        return torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp)
+    @property
+    def head_dtype(self):
+        """The dtype of a learned prompt context and of the head's arithmetic (normalisation, logits,
+        loss). CoOp's PREC fp16 runs its whole CustomCLIP in fp16 (fp16 context updated by fp16 SGD,
+        fp16 logits and cross-entropy), so fp16 on a GPU is fp16. Everything else is fp32: amp gets its
+        fp16 matmuls from autocast, and bf16 (ours, not CoOp's) keeps the head in fp32, where SGD steps
+        are not lost to bf16's 8-bit mantissa."""
+        dtype, _ = precision_dtype(self.prec, self.device)
+        return torch.float16 if dtype == torch.float16 else torch.float32
+
+    @property
+    def use_amp(self):
+        return precision_dtype(self.prec, self.device)[1]
+
+    def autocast(self, enabled=True):
+        """fp16 autocast under PREC amp, else a no-op. As in Dassl's trainers (CoOp's amp), only the
+        training step runs under it: evaluation calls the model without it, so the image features of
+        val/test and the evaluation head are fp32 (enabled=False)."""
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp and enabled)
 
     # ----- data: image features in place of images -------------------------------------------------
     def build_data_loader(self):
@@ -171,15 +188,17 @@ class ClipTrainer(*_BASES):
     def logit_scale(self):
         return self.clip_model.logit_scale.exp().float()
 
-    def encode_images(self, images):
-        with torch.no_grad(), self.autocast():
+    def encode_images(self, images, train=True):
+        """Features of a batch of images; `train` False for evaluation (no autocast under amp)."""
+        with torch.no_grad(), self.autocast(enabled=train):
             return self._image_encoder(images.to(compute_dtype(self.clip_model.visual))).float()
 
-    def encode_texts(self, texts):
-        """Unit-norm features of fixed prompts (computed once by the caller, never per step)."""
+    def encode_texts(self, texts, dtype=torch.float32):
+        """Unit-norm features of fixed prompts (computed once by the caller, never per step), cast to
+        `dtype` before they are normalised."""
         tokenized = self.tokenizer(texts).to(self.device)
         with self.autocast():
-            return self.text_encoder.encode_tokenized(tokenized)
+            return self.text_encoder.encode_tokenized(tokenized, dtype=dtype)
 
     def prompt_weights(self, classnames, template=""):
         """(n_cls, D) float32 unit-norm features of one hand-crafted prompt per class (`template`: "" =
@@ -201,10 +220,12 @@ class ClipTrainer(*_BASES):
         data = self._split_data[split]
         transform = self.transform_train if view is not None else self.transform_test
         view_seed = None if view is None else max(self.cfg.SEED, 0) * 10_007 + view
+        train = view is not None
+        prec = self.prec if train or self.prec != "amp" else "fp32"  # amp evaluates without autocast
         key = feature_key(
             dataset=self.cfg.DATASET.NAME, split=split, images=image_list_digest(data, self.cfg.DATASET.ROOT),
             backbone=self.backbone.identity, transform=repr(transform), view_seed=view_seed,
-            prec=precision_key(self.prec, self.device),
+            prec=precision_key(prec, self.device),
         )
         cache = FeatureCache(self.cfg.FEATURES.CACHE_DIR)
         what = f"{split} view {view}" if view is not None else split
@@ -214,7 +235,8 @@ class ClipTrainer(*_BASES):
         with torch.random.fork_rng(devices=[]):
             feats = cache.get_or_compute(
                 key,
-                lambda: encode_images(self.encode_images, data, transform, view_seed=view_seed,
+                lambda: encode_images(partial(self.encode_images, train=train), data, transform,
+                                      view_seed=view_seed,
                                       batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
                                       num_workers=self.cfg.DATALOADER.NUM_WORKERS, device=self.device,
                                       desc=f"Image features ({what})"),
@@ -241,13 +263,13 @@ class ClipTrainer(*_BASES):
         label = batch["label"].to(self.device)
         if self.use_feature_cache:
             return self.cached_features(self._eval_split)[batch["index"].to(self.device)], label
-        return self.encode_images(batch["img"].to(self.device)), label
+        return self.encode_images(batch["img"].to(self.device), train=False), label
 
     def model_backward_and_update(self, loss, names=None):
-        """Dassl's update, with a gradient scaler when PREC is amp on a GPU."""
-        if self.prec == "amp" and self.device.type == "cuda":
+        """Dassl's update, with a gradient scaler (CoOp's GradScaler(), its defaults) when PREC is amp."""
+        if self.use_amp:
             if getattr(self, "_scaler", None) is None:
-                self._scaler = torch.amp.GradScaler("cuda")
+                self._scaler = torch.amp.GradScaler(self.device.type)
             self.detect_anomaly(loss)
             self.model_zero_grad(names)
             self._scaler.scale(loss).backward()

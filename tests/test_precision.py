@@ -129,7 +129,8 @@ def test_trainer_casts_images_to_the_weights_dtype(arch):
     """The trainer's image encoder feeds fp32 loader images to a bf16-weight CLIP (whose logit_scale and
     embeddings stay fp32) as OpenAI's `image.type(clip_model.dtype)`; the result comes back fp32."""
     model = build_clip(arch, pretrained=False, dtype=torch.bfloat16)[0]
-    trainer = SimpleNamespace(clip_model=model, _image_encoder=model.encode_image, autocast=contextlib.nullcontext)
+    trainer = SimpleNamespace(clip_model=model, _image_encoder=model.encode_image,
+                              autocast=lambda enabled=True: contextlib.nullcontext())
     images = torch.randn(3, 3, 32, 32)
     features = ClipTrainer.encode_images(trainer, images)
     with torch.no_grad():

@@ -23,27 +23,30 @@ class CoOp(ClipTrainer):
         self.load_clip()
         self.prompt_learner = PromptLearner(
             self.text_encoder, self.tokenizer, self.train_classnames, n_ctx=node.N_CTX, ctx_init=node.CTX_INIT,
-            csc=node.CSC, position=node.CLASS_TOKEN_POSITION)
+            csc=node.CSC, position=node.CLASS_TOKEN_POSITION, dtype=self.head_dtype)
         self.load_init_weights(self.prompt_learner, "prompt_learner")
         self.optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("prompt_learner", self.prompt_learner, self.optim, self.sched)
 
+    # The head runs as CoOp's CustomCLIP.forward does, in every PREC: fp16 normalises, multiplies and
+    # takes the loss in fp16; amp trains under autocast (fp16 logits, fp32 cross-entropy) and, as
+    # Dassl's test does, evaluates without it.
     def text_features(self):
         prompts, tokenized = self.prompt_learner()
-        with self.autocast():
-            return self.normalize(self.text_encoder(prompts, tokenized).float())  # (n_cls, D)
+        return self.normalize(self.text_encoder(prompts, tokenized).to(self.head_dtype))  # (n_cls, D)
 
     def logits(self, image_features, text_features):
-        return self.logit_scale * self.normalize(image_features) @ text_features.t()
+        return self.logit_scale * self.normalize(image_features.to(text_features.dtype)) @ text_features.t()
 
     def before_epoch(self):
         self.prompt_learner.set_classnames(self.train_classnames)
 
     def forward_backward(self, batch):
         image_features, label = self.parse_batch_train(batch)
-        output = self.logits(image_features, self.text_features())
-        loss = F.cross_entropy(output, label)
+        with self.autocast():
+            output = self.logits(image_features, self.text_features())
+            loss = F.cross_entropy(output, label)
         self.model_backward_and_update(loss)
         self.end_of_epoch_lr_step()
         return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}

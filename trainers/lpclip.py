@@ -16,6 +16,7 @@ cross-dataset) is refused with an error, not answered with a meaningless number.
 """
 import math
 import warnings
+from functools import partial
 
 import numpy as np
 import torch
@@ -151,7 +152,7 @@ class LinearProbeCLIP(ClipTrainer):
         if self.use_feature_cache:
             return self.cached_features(split)
         cfg = self.cfg
-        return encode_images(self.encode_images, self._split_data[split], self.transform_test,
+        return encode_images(partial(self.encode_images, train=False), self._split_data[split], self.transform_test,
                              batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
                              device=self.device, desc=f"Image features ({split})")
 

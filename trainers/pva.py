@@ -18,6 +18,7 @@ CLIP zero-shot); RESIDUAL_SCOPE all refines every sample as well. No code of the
 docs/PVA.md tables what is the paper's and what is ours (each of those is a key below).
 """
 import math
+from functools import partial
 
 import numpy as np
 import torch
@@ -382,7 +383,8 @@ class PVA(ClipTrainer):
             return self.cached_features("train_x"), labels
         if getattr(self, "_train_test_view", None) is None:
             self._train_test_view = encode_images(
-                self.encode_images, data, self.transform_test, batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
+                partial(self.encode_images, train=False), data, self.transform_test,
+                batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
                 num_workers=self.cfg.DATALOADER.NUM_WORKERS, device=self.device,
                 desc="Image features (train_x, for the router)").to(self.device)
         return self._train_test_view, labels

@@ -1,6 +1,4 @@
 """ZeroshotCLIP (Radford et al., 2021): a hand-crafted prompt per class, no training."""
-import torch
-
 from clipadapt.clip import IMAGENET_TEMPLATES_SELECT, prompts_for, template_for
 from clipadapt.engine import TRAINER_REGISTRY
 from clipadapt.trainer import ClipTrainer
@@ -21,21 +19,26 @@ class ZeroshotCLIP(ClipTrainer):
         self.text_features = self.classifier_weights(self.classnames)  # (n_cls, D), unit norm
 
     def classifier_weights(self, classnames):
+        """(n_cls, D) unit-norm class weights in the head's dtype: fp16 under PREC fp16 on a GPU, where
+        CoOp's ZeroshotCLIP normalises (and ZeroshotCLIP2 sums) its fp16 text features in fp16."""
         node = self.method_cfg
         if node.ENSEMBLE:
             templates = list(IMAGENET_TEMPLATES_SELECT)
             if self.cfg.DATASET.NAME != "ImageNet":  # as CoOp's ZeroshotCLIP2: every other dataset adds its own
                 templates.append(node.TEMPLATE or template_for(self.cfg.DATASET.NAME))
             print(f"Prompt ensembling (n={len(templates)})")
-            per_template = [self.encode_texts([t.format(c.replace("_", " ")) for c in classnames])
-                            for t in templates]
-            return self.normalize(torch.stack(per_template).mean(0))
+            total = 0
+            for template in templates:  # summed one template at a time, as CoOp's rounding does in fp16
+                total = total + self.encode_texts([template.format(c.replace("_", " ")) for c in classnames],
+                                                  self.head_dtype)
+            return self.normalize(total / len(templates))
         prompts = prompts_for(classnames, self.cfg.DATASET.NAME, node.TEMPLATE)
         print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")
-        return self.encode_texts(prompts)
+        return self.encode_texts(prompts, self.head_dtype)
 
     def model_inference(self, image_features):
-        return self.logit_scale * self.normalize(image_features) @ self.text_features.t()
+        image_features = self.normalize(image_features.to(self.text_features.dtype))
+        return self.logit_scale * image_features @ self.text_features.t()
 
     def train(self):
         raise RuntimeError("ZeroshotCLIP has nothing to train; run it with --eval-only.")

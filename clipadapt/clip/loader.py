@@ -279,6 +279,12 @@ def _create(spec, dtype=torch.float32):
     return model, arch, preprocess
 
 
+# PREC fp16 and amp run in fp32 on a CPU: half kernels there are slow, and CoOp's fp16 means a GPU.
+# Tests turn this on to check the arithmetic itself (CoOp's fp16 head and SGD, its amp step) without
+# a GPU: fp16 and amp then mean on a CPU what they mean on CUDA.
+HALF_ON_CPU = False
+
+
 def precision_dtype(prec, device):
     """(dtype of the frozen CLIP's low-precision weights, whether autocast runs around it) for a PREC.
 
@@ -288,7 +294,7 @@ def precision_dtype(prec, device):
     """
     if prec not in PRECISIONS:
         raise BackboneError(f'Precision "{prec}" is not one of {PRECISIONS}')
-    if torch.device(device).type != "cuda" and prec in ("fp16", "amp"):
+    if torch.device(device).type != "cuda" and prec in ("fp16", "amp") and not HALF_ON_CPU:
         return torch.float32, False  # half precision on CPU is slow and lossy; CoOp's fp16 means GPU
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}[prec], prec == "amp"
 

@@ -17,7 +17,7 @@ def n_tokens(tokenizer, text):
 
 class PromptLearner(nn.Module):
     def __init__(self, text_encoder, tokenizer, classnames, n_ctx=16, ctx_init="", csc=False,
-                 position="end", init_std=0.02):
+                 position="end", init_std=0.02, dtype=torch.float32):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f'Class token position "{position}" is not one of {POSITIONS}')
@@ -41,7 +41,10 @@ class PromptLearner(nn.Module):
             ctx = torch.empty(shape).normal_(std=init_std)
             self.prompt_prefix = " ".join(["X"] * n_ctx)
         self.n_ctx = n_ctx
-        self.ctx = nn.Parameter(ctx.to(self.token_embedding.weight.device))  # (n_ctx, width) or (n_cls, n_ctx, width)
+        # dtype fp16 is CoOp's PREC fp16: its context is an fp16 parameter, drawn in fp32 and rounded (as
+        # normal_ on an fp16 tensor draws), and the optimizer updates it in fp16.
+        ctx = ctx.to(device=self.token_embedding.weight.device, dtype=dtype)
+        self.ctx = nn.Parameter(ctx)  # (n_ctx, width) or (n_cls, n_ctx, width)
         self.set_classnames(classnames)
 
     def set_classnames(self, classnames):
@@ -58,7 +61,7 @@ class PromptLearner(nn.Module):
         device = self.token_embedding.weight.device
         tokenized = self.tokenizer([f"{self.prompt_prefix} {name}." for name in names]).to(device)
         with torch.no_grad():
-            embedding = self.token_embedding(tokenized).float()
+            embedding = self.token_embedding(tokenized).to(self.ctx.dtype)
         # Not saved in checkpoints: they depend on the class names only.
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)  # (n_cls, L)
         self.register_buffer("token_prefix", embedding[:, :1], persistent=False)  # SOS

@@ -50,11 +50,12 @@ class TextEncoder(nn.Module):
         return self.token_embedding(tokenized)
 
     @torch.no_grad()
-    def encode_tokenized(self, tokenized, batch_size=256, normalize=True):
-        """Features of fixed (hand-crafted) prompts, in chunks so 1000 classes fit any GPU."""
+    def encode_tokenized(self, tokenized, batch_size=256, normalize=True, dtype=torch.float32):
+        """Features of fixed (hand-crafted) prompts, in chunks so 1000 classes fit any GPU; cast to
+        `dtype` before they are normalised (fp16: as CoOp's `encode_text` output is normalised)."""
         feats = []
         for start in range(0, tokenized.shape[0], batch_size):
             tok = tokenized[start:start + batch_size]
-            feats.append(self(self.embed(tok), tok).float())
+            feats.append(self(self.embed(tok), tok).to(dtype))
         feats = torch.cat(feats)
         return F.normalize(feats, dim=-1) if normalize else feats
