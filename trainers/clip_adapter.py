@@ -38,7 +38,7 @@ class CLIPAdapter(ClipTrainer):
         node.LEARN_RATIO = False  # the paper's option: alpha, beta from a hyper-network (RatioNet), per dataset;
         #                           RATIO / TEXT_RATIO are then its starting values
         node.RATIO_REDUCTION = 4  # RatioNet's hidden width D / 4 (ours: the paper gives no size)
-        node.PREC = "fp16"  # frozen CLIP's precision (fp16, fp32, bf16, amp); adapter is fp32
+        node.PREC = "fp32"  # frozen CLIP's precision: the released code runs clip_model.float(); adapter is fp32
         node.TEMPLATE = ""  # "" = the dataset's CoOp template
 
     def check_cfg(self, cfg):
