@@ -26,6 +26,6 @@ setup(
     # openai-clip: OpenAI's own CLIP code, the reference of tests/test_openai_parity.py (its clip/model.py
     # and simple_tokenizer.py are loaded by file; ftfy and regex are what the tokenizer imports).
     # scikit-learn: LinearProbeCLIP's solver (extra "linear_probe" for users, and the tests).
-    extras_require={"test": ["pytest", "scipy", "openai-clip", "ftfy", "regex", "scikit-learn"],
+    extras_require={"test": ["pytest", "scipy", "openai-clip", "ftfy", "regex", "scikit-learn", "matplotlib"],
                     "plot": ["matplotlib"], "gzsl": ["scipy"], "linear_probe": ["scikit-learn"]},
 )
