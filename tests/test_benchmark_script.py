@@ -19,3 +19,19 @@ def test_speed_benchmark_quick_cpu_run_writes_table_and_strict_json(tmp_path):
     assert step["speedup"] == step["ref_ms"] / step["ours_ms"]
     assert step["ref_peak_gib"] is None  # no peak memory on a CPU: null, not NaN
     assert "| CoOp step" in proc.stdout and "| image encoder" in proc.stdout
+
+
+def test_precision_check_runs_each_trainer_per_precision_and_cpu_fp16_falls_back(tmp_path):
+    """benchmarks/precisions.sh on a CPU: one finished run per precision, one row each; fp16 falls
+    back to fp32 there, so its row equals fp32's (the config's own PREC, hence the plain name)."""
+    import os
+    env = dict(os.environ, DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), TRAINERS="CoOp",
+               PRECS="fp32 fp16")
+    proc = subprocess.run(["bash", "benchmarks/precisions.sh"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "device: cpu" in proc.stdout and "FAILED" not in proc.stdout
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in proc.stdout.splitlines()
+            if line.startswith("| CoOp/")}
+    assert set(rows) == {"CoOp/shapes", "CoOp/shapes_precfp16"}
+    assert rows["CoOp/shapes"] == rows["CoOp/shapes_precfp16"]
+    assert (tmp_path / "out" / "logs" / "CoOp_fp16.log").is_file()
