@@ -26,6 +26,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CLIPADAPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread during the test, restored after it."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory):
     """A small Shapes world (48 classes: 8 train / 2 val / 4 test images each)."""

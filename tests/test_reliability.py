@@ -19,6 +19,8 @@ import yaml
 
 from conftest import REPO, TINY_OPTS, make_cfg, run_train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 COOP_CFG = "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"
 # 4 shots x 48 classes = 192 images = 12 batches of 16 per epoch.
 SMALL = TINY_OPTS + ["DATASET.NUM_SHOTS", "4", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"]
@@ -64,14 +66,6 @@ def assert_same_weights(a, b, scheduler=True):
     if scheduler:
         assert ca["scheduler"] == cb["scheduler"]
     return ca, cb
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

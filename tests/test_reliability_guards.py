@@ -21,19 +21,13 @@ import torch
 from yacs.config import CfgNode
 
 from conftest import REPO, SHARED_DATA, TINY_OPTS, make_cfg
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 from test_reliability import COOP_CFG, SMALL, coop_args, fails, load, snapshot, train_main  # noqa: F401
 
 from clipadapt.data import DatasetError, read_split
 from clipadapt.data.checks import check_split_leaks, read_manifest
 from clipadapt.reliability import LOCK_NAME, RunLock, config_differences
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

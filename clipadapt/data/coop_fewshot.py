@@ -77,6 +77,11 @@ def load_coop_fewshot_pickle(path):
                                   "Delete it to let the sample be drawn again (the draw is CoOp's for the same seed).")
 
 
+def path_parts(impath):
+    """The components of a pickled path, whichever OS wrote it."""
+    return os.path.normpath(str(impath)).replace("\\", "/").split("/")
+
+
 def match_to_split(impath, pool):
     """The relative path (a key of `pool`) that `impath` ends with, or None.
 
@@ -84,7 +89,7 @@ def match_to_split(impath, pool):
     the machine that wrote the file. The shortest trailing part of `impath` that is a key wins (the
     split's keys are unique, so for a path of this dataset exactly one suffix is a key).
     """
-    parts = os.path.normpath(str(impath)).replace("\\", "/").split("/")
+    parts = path_parts(impath)
     for n in range(1, len(parts) + 1):
         candidate = "/".join(parts[-n:])
         if candidate in pool:
@@ -116,14 +121,13 @@ def read_coop_imagenet_list(path, image_dir, classnames):
     from clipadapt.engine import Datum
     remedy = "Move it away to list the image folders here instead."
     data = load_coop_datum_pickle(path, "CoOp's ImageNet file list", ("train", "test"), ("train", "test"), remedy)
-    wnids = sorted({os.path.basename(os.path.dirname(os.path.normpath(str(d.impath)))) for d in data["train"]})
+    wnids = sorted({path_parts(d.impath)[-2] for d in data["train"]})
     label_of = {wnid: label for label, wnid in enumerate(wnids)}
     splits = {}
     for key, folder in (("train", "train"), ("test", "val")):
         items = []
         for item in data[key]:
-            parts = os.path.normpath(str(item.impath)).replace("\\", "/").split("/")
-            wnid, fname = parts[-2], parts[-1]
+            wnid, fname = path_parts(item.impath)[-2:]
             if label_of.get(wnid) != int(item.label) or classnames.get(wnid) != item.classname:
                 raise DatasetError(f'CoOp\'s ImageNet file list "{path}": {item.impath} has label {item.label} '
                                    f"({item.classname!r}), but folder {wnid} is label {label_of.get(wnid)} "
