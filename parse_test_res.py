@@ -252,7 +252,7 @@ def read_run(run_dir: Path, keywords):
 
 def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Optional[str] = None) -> Dict:
     """``{(dataset, Method): {seed: {keyword: value}}}``; unreadable runs are skipped with a warning."""
-    runs: Dict = {}
+    found: Dict = {}
     for fields, run_dir in match_run_dirs(base, pattern):
         if trainers and fields["trainer"] not in trainers:
             continue
@@ -265,8 +265,8 @@ def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Option
             warn(f"skipping {run_dir}: no {runs.RESULT_FILE} and no {LOG_NAME}")
             continue
         key = (fields.get("dataset", dataset), Method(fields["trainer"], fields["cfg"], int(fields["shots"])))
-        runs.setdefault(key, {})[int(fields["seed"])] = metrics
-    return runs
+        found.setdefault(key, {})[int(fields["seed"])] = metrics
+    return found
 
 
 def order_methods(methods, trainers=None) -> List[Method]:

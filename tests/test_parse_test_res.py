@@ -389,3 +389,15 @@ def test_reference_file_is_consistent():
         assert all(hm(v["base"], v["new"]) == pytest.approx(v["hm"], abs=0.006) for v in rows)
     clip_adapter = reference["fewshot"]["CLIP-Adapter"]["results"]
     assert clip_adapter["imagenet"]["16"] == 63.59 and clip_adapter["eurosat"]["1"] == 61.4
+
+
+def test_run_folder_without_result_or_log_is_skipped_with_a_warning(tmp_path, capsys):
+    # A seed folder holding neither result.json nor log.txt (e.g. created by hand, or emptied) is
+    # skipped with the warning that names it, and the other seeds still make the table.
+    root = make_base2new_tree(tmp_path)
+    empty = b2n_dir(root, "train_base", "eurosat", "CoOp", 3).parent
+    empty.mkdir(parents=True)
+    table = ptr.build_base2new_table(root)
+    err = capsys.readouterr().err
+    assert f"skipping {empty}: no result.json and no log.txt" in err
+    assert column(table, "CoOp Base")["eurosat"] == "91.00"
