@@ -22,8 +22,9 @@ from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random
 from clipadapt.data import DatasetError
 from clipadapt.loading import UnreadableImageError
 from clipadapt.checkpoints import CheckpointError, load_training_checkpoint, resume_pointers
-from clipadapt.reliability import (RunLock, RunLockedError, remove_temp_files, resume_config_problem,
-                                   write_error_message)
+from clipadapt.checkpoints import resume_config_problem
+from clipadapt.locks import RunLock, RunLockedError
+from clipadapt.run_folder import remove_temp_files, write_error_message
 
 
 def parse_args(argv=None):

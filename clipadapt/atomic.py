@@ -2,7 +2,7 @@
 
 A reader (or a run killed mid-write) sees the old file or the new one, never half a file. A failed
 write (full disk, quota, read-only) raises OSError naming the target, and the temporary file goes.
-Temporary files are named `<prefix>*.part`, the pattern clipadapt.reliability cleans up after a kill.
+Temporary files are named `<prefix>*.part`, the pattern clipadapt.run_folder cleans up after a kill.
 """
 import json
 import os

@@ -2,6 +2,7 @@
 schedulers skipped), the training checkpoint's identity checks, and CheckpointMixin (atomic
 save, resume from the pointer files, RNG state, weight checks), mixed into every trainer."""
 import collections
+import hashlib
 import os
 import os.path as osp
 import random
@@ -9,10 +10,14 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+import yaml
 
 from .atomic import atomic_torch_save, atomic_write_text
-from .reliability import (MAX_ABS_WEIGHT, backbone_weights_problem, checkpoint_tensor_problem, resume_config_problem,
-                          weight_problems)
+from .runs import config_diff, differences_text
+
+# |weight| above this is divergence, not learning: CLIP-scale parameters (prompt context, adapters,
+# generators) live within a few units; OPTIM.LR 1e6 on CoOp drives ctx to 1e20 with a finite loss.
+MAX_ABS_WEIGHT = 1e6
 
 
 # Dassl's checkpoints (CoOp, CoCoOp, ...) pickle live objects beside the weights: the warmup
@@ -130,6 +135,92 @@ def load_checkpoint(fpath, verbose=True):
 
 
 # Bumped when the checkpoint layout changes; a checkpoint from a newer layout is refused by name.
+# -------------------- trust: sane weights, same backbone, same config on resume ----------------
+
+def weight_problems(state_dict, limit=MAX_ABS_WEIGHT):
+    """{"non-finite": [names], "absurd": [(name, max |w|)]} of floating tensors in a state dict."""
+    non_finite, absurd = [], []
+    for name, value in state_dict.items():
+        if not (torch.is_tensor(value) and torch.is_floating_point(value)) or value.numel() == 0:
+            continue
+        if not torch.isfinite(value).all():
+            non_finite.append(name)
+        else:
+            peak = value.detach().abs().max().item()
+            if peak > limit:
+                absurd.append((name, peak))
+    return {"non-finite": non_finite, "absurd": absurd}
+
+
+def describe_weight_problems(problems, limit=MAX_ABS_WEIGHT):
+    """One phrase for `weight_problems`' result, or "" when there is none."""
+    parts = []
+    if problems["non-finite"]:
+        parts.append(f"{problems['non-finite']} infinite or NaN")
+    if problems["absurd"]:
+        names = [n for n, _ in problems["absurd"]]
+        peak = max(p for _, p in problems["absurd"])
+        parts.append(f"{names} beyond |w| = {limit:g} (max {peak:.3g})")
+    return "; ".join(parts)
+
+
+def checkpoint_tensor_problem(checkpoint, fpath):
+    """Why a checkpoint's tensors cannot be trusted (non-finite or absurd values), or None."""
+    what = describe_weight_problems(weight_problems(checkpoint.get("state_dict") or {}))
+    if not what:
+        return None
+    return (f'Checkpoint "{fpath}" holds weights that no training run saves: {what}. The file was damaged or '
+            "overwritten; use another epoch (--load-epoch, or the model.pth.tar-N named in the checkpoint pointer) "
+            "or retrain.")
+
+
+def weights_fingerprint(module):
+    """A short hash of a module's weights: names, shapes, dtypes and a strided sample of values.
+
+    Tells apart two weight files of one architecture (another pretrained tag, a retrained or
+    replaced file) in milliseconds, where a full hash of ViT-B/16 reads 600 MB. Prefixed by the dtype
+    the weights are held in: the same weights in fp16 and fp32 differ by rounding, so only
+    fingerprints of one dtype are compared."""
+    h, dtype = hashlib.sha256(), None
+    for name, tensor in sorted(module.state_dict().items()):
+        dtype = dtype or (str(tensor.dtype).replace("torch.", "") if tensor.is_floating_point() else None)
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // 64)
+        sample = flat[::step][:64].cpu().contiguous()
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(sample.view(torch.uint8).numpy().tobytes() if sample.numel() else b"")
+    return f"{dtype}:{h.hexdigest()[:16]}"
+
+
+def backbone_weights_problem(meta, expected, fpath):
+    """Why a checkpoint trained on other backbone weights (same name, other values) must not load."""
+    saved, now = (meta or {}).get("backbone_weights"), (expected or {}).get("backbone_weights")
+    if not saved or not now or saved == now:
+        return None
+    if saved.split(":")[0] != now.split(":")[0]:  # held in another precision: values differ by rounding
+        return None
+    return (f'Checkpoint "{fpath}" was trained on other weights of backbone "{meta.get("backbone")}" '
+            f"(fingerprint {saved}; this run's weights are {now}): another pretrained tag or weights file. Use the weights it was trained with (MODEL.BACKBONE.PRETRAINED_TAG), or retrain.")
+
+
+def resume_config_problem(checkpoint, cfg, fpath):
+    """Why the run in `cfg` must not resume from `checkpoint` (a different config), or None. Only keys
+    both configs have are compared (a checkpoint of an older or newer clipadapt has other keys)."""
+    saved = (checkpoint.get("meta") or {}).get("config")
+    if not saved:
+        return None
+    try:
+        saved = yaml.safe_load(saved) or {}
+    except yaml.YAMLError:
+        return None
+    diffs = config_diff(saved, cfg, shared_only=True)
+    if not diffs:
+        return None
+    return (f'Checkpoint "{fpath}" was trained with another config ({len(diffs)} key(s) differ, checkpoint -> now: '
+            f"{differences_text(diffs)}); resuming would mix two runs. Pass another --output-dir for the new config, "
+            "or rerun with the checkpoint's values.")
+
+
 CHECKPOINT_FORMAT = 1
 
 

@@ -6,14 +6,7 @@ every method, seed and checkpoint. The key hashes all of these, so any change mi
 instead of reusing stale features. Files are written to a temporary name and renamed (readers never
 see half a file), and a lock file makes a second process wait for the first instead of duplicating
 the work.
-
-The lock must hold between processes on different nodes of a cluster sharing the cache over NFS,
-where flock() may be node-local (older NFS clients, Lustre without `-o flock`, some FUSE mounts). So
-it is a lock *file* created with O_CREAT|O_EXCL, which is atomic on local filesystems and on NFSv3+.
-Its holder writes "host pid" into it and touches it every HEARTBEAT_S seconds while it computes; a
-waiter breaks the lock when it is stale: its holder is a dead process on the waiter's own host, or
-(for another host) the file was not touched for STALE_AFTER_S seconds. Breaking is a rename to a
-unique name, so two waiters cannot both break it and then both compute.
+The lock is clipadapt.locks.file_lock.
 """
 import contextlib
 import errno
@@ -33,11 +26,10 @@ from tqdm import tqdm
 
 from .engine import atomic_torch_save
 from .loading import read_image
+from .locks import file_lock
 from .paths import cache_root
 
 CACHE_VERSION = 1  # the key's version; files also carry a checksum (older ones are recomputed)
-HEARTBEAT_S = 10.0
-STALE_AFTER_S = 120.0
 
 
 def default_cache_dir():
@@ -208,86 +200,3 @@ class FeatureCache:
                 f"{int(bad[0])}; they are not cached. Check the backbone weights, or set the trainer's PREC to fp32 "
                 "(fp16 can overflow).")
         return features
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
-def _lock_is_stale(path, stale_after):
-    """True when the lock's holder is gone: a dead process of this host, or no heartbeat for a while."""
-    try:
-        with open(path) as f:
-            host, pid = f.read().split()[:2]
-        age = time.time() - os.stat(path).st_mtime
-    except (OSError, ValueError):
-        return False  # vanished, or being written: look again
-    if host == socket.gethostname() and not _process_alive(int(pid)):
-        return True
-    return age > stale_after  # the holder touches the file while it works
-
-
-@contextlib.contextmanager
-def file_lock(path, poll=0.2, heartbeat=None, stale_after=None):
-    """Hold `path` as a lock file (O_CREAT|O_EXCL; see the module docstring for why not flock)."""
-    heartbeat = HEARTBEAT_S if heartbeat is None else heartbeat
-    stale_after = STALE_AFTER_S if stale_after is None else stale_after
-    os.makedirs(osp.dirname(path) or ".", exist_ok=True)
-    owner = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}\n"
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if _lock_is_stale(path, stale_after):
-                try:  # only one waiter's rename succeeds; the others find the lock gone or new
-                    os.rename(path, f"{path}.stale-{uuid.uuid4().hex[:8]}")
-                    print(f"Broke the stale feature-cache lock {path}")
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:
-                        raise
-                continue
-            time.sleep(poll)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(owner)
-        break
-    stop = threading.Event()
-
-    def touch():
-        while not stop.wait(heartbeat):
-            try:
-                os.utime(path)
-            except OSError:
-                return
-
-    beat = threading.Thread(target=touch, daemon=True)
-    beat.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        beat.join()
-        try:
-            with open(path) as f:
-                mine = f.read() == owner
-            if mine:
-                os.unlink(path)
-        except OSError:
-            pass
-        for stale in _stale_files(path):
-            with contextlib.suppress(OSError):
-                os.unlink(stale)
-
-
-def _stale_files(path):
-    folder, name = osp.split(path)
-    try:
-        return [osp.join(folder, n) for n in os.listdir(folder or ".") if n.startswith(name + ".stale-")]
-    except OSError:
-        return []

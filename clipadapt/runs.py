@@ -45,12 +45,30 @@ LAYOUTS = {
     "xd_target": ("evaluation", "{trainer}/{cfg}_{shots}shots/{dataset}/seed{seed}"),
 }
 
-# Keys that are part of the identity through the path (shots, seed, classes), or say where things
-# are rather than what is computed: never in the tag nor in the config digest.
+# Keys that are part of the identity through the path (shots, seed, classes): in the digest, not in the tag.
 PATH_KEYS = ("SEED", "DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
-LOCATION_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "FEATURES.CACHE_DIR")
-# Keys that change how fast a run goes, not its numbers.
-RUNTIME_KEYS = ("DATALOADER.NUM_WORKERS", "DATALOADER.TEST.BATCH_SIZE", "TRAIN.PRINT_FREQ", "USE_CUDA")
+# Keys that are not part of a run's identity, with why: they say where things are, or how fast or how
+# verbosely a run goes, never what it computes. Neither the folder tag, the config digest, the folder
+# check nor the resume check looks at them.
+NON_IDENTITY_KEYS = {
+    "OUTPUT_DIR": "where the run is written",
+    "RESUME": "where a checkpoint is read from",
+    "DATASET.ROOT": "where the data lives",
+    "FEATURES.CACHE_DIR": "where cached features live",
+    "FEATURES.CACHE": "cached features are the features computed without the cache",
+    "DATALOADER.NUM_WORKERS": "loader processes: speed only",
+    "DATALOADER.TEST.BATCH_SIZE": "evaluation batch size: speed and memory only",
+    "TRAIN.PRINT_FREQ": "how often the log prints",
+    "TRAIN.CHECKPOINT_FREQ": "how often checkpoints are written",
+    "VERBOSE": "how much the log prints",
+    "USE_CUDA": "the device; result.json records which one ran",
+    "MODEL.COMPILE_IMAGE_ENCODER": "torch.compile of a frozen encoder: speed only",
+    "DATASET.VERIFY_MANIFEST": "a check of the data, not a change to it",
+    "DATASET.SKIP_UNREADABLE": "lets a run finish past unreadable images, each named in the log",
+    "TEST.NO_TEST": "whether the final test runs, not what is learned",
+    "TEST.PER_CLASS_RESULT": "extra report lines beside the result",
+    "TEST.COMPUTE_CMAT": "an extra confusion matrix beside the result",
+}
 TAG_MAX_CHARS = 64
 
 # CoOp's final-result signals, for plain CoOp trees without result.json.
@@ -79,9 +97,8 @@ def flatten(cfg, prefix=""):
 
 
 def identity_config(cfg):
-    """The flat config without the keys that say where things are or how fast they run."""
-    skip = set(LOCATION_KEYS) | set(RUNTIME_KEYS)
-    return {k: v for k, v in flatten(cfg).items() if k not in skip}
+    """The flat config without NON_IDENTITY_KEYS (`cfg` a config, a nested dict or a flat dict)."""
+    return {k: v for k, v in flatten(cfg).items() if k not in NON_IDENTITY_KEYS}
 
 
 def config_digest(cfg):
@@ -90,11 +107,27 @@ def config_digest(cfg):
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+ABSENT = "<absent>"
+
+
+def config_diff(theirs, mine, shared_only=False):
+    """[(key, their value, my value)] of the identity keys whose values differ between two configs
+    (configs, nested or flat dicts). A key one side lacks shows as ABSENT, or is not compared when
+    `shared_only` (a checkpoint of an older or newer clipadapt has other keys)."""
+    a, b = identity_config(theirs), identity_config(mine)
+    keys = (a.keys() & b.keys()) if shared_only else (a.keys() | b.keys())
+    return [(k, a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(keys) if a.get(k, ABSENT) != b.get(k, ABSENT)]
+
+
+def differences_text(diffs, limit=6):
+    """The one phrase for config_diff's result: "KEY old -> new, ..." (at most `limit` keys named)."""
+    shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in diffs[:limit])
+    return shown + (f" and {len(diffs) - limit} more" if len(diffs) > limit else "")
+
+
 def config_overrides(base_cfg, cfg):
     """{key: value} of `cfg` that differ from `base_cfg` (the config files alone), path keys excluded."""
-    base = identity_config(base_cfg)
-    skip = set(PATH_KEYS)
-    return {k: v for k, v in identity_config(cfg).items() if k not in skip and base.get(k) != v}
+    return {k: mine for k, _, mine in config_diff(base_cfg, cfg) if k not in PATH_KEYS and mine != ABSENT}
 
 
 def _key_abbrev(key):
@@ -192,22 +225,26 @@ def log_has_final_result(path):
     return False
 
 
-def mismatch_message(directory, recorded, cfg):
-    """One line naming the keys whose values differ between the folder's run and `cfg`."""
-    mine = identity_config(cfg)
-    theirs = recorded.get("config") or {}
-    keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    shown = ", ".join(f"{k} {theirs.get(k, '<absent>')!r} there, {mine.get(k, '<absent>')!r} here" for k in keys[:6])
-    more = f" and {len(keys) - 6} more" if len(keys) > 6 else ""
-    return (f"{directory} holds a run of another config ({shown or 'digest differs'}{more}). "
+def recorded_diff(recorded, cfg):
+    """config_diff between a run.json's config and `cfg` (a matching digest needs no comparison)."""
+    if recorded.get("config_digest") == config_digest(cfg):
+        return []
+    return config_diff(recorded.get("config") or {}, cfg)
+
+
+def mismatch_message(directory, diffs):
+    """One line naming the keys whose values differ between the folder's run and this one."""
+    return (f"{directory} holds a run of another config (there -> here: {differences_text(diffs)}). "
             "It is not this run: pass the options that made it, or move that folder away.")
 
 
 def check_folder(directory, cfg):
     """Raise RunMismatch when `directory` holds a run whose config differs from `cfg`."""
     recorded = read_json(osp.join(directory, RUN_FILE))
-    if recorded and cfg is not None and recorded.get("config_digest") != config_digest(cfg):
-        raise RunMismatch(mismatch_message(directory, recorded, cfg))
+    if recorded and cfg is not None:
+        diffs = recorded_diff(recorded, cfg)
+        if diffs:
+            raise RunMismatch(mismatch_message(directory, diffs))
 
 
 def is_finished(directory, cfg=None):
@@ -249,7 +286,7 @@ def start_run(directory, identity):
     """Record the run's identity; a result of another config in the folder no longer belongs there."""
     os.makedirs(directory, exist_ok=True)
     previous = read_json(osp.join(directory, RUN_FILE))
-    if previous and previous.get("config_digest") != identity["config_digest"]:
+    if previous and config_diff(previous.get("config") or {}, identity["config"]):
         result = osp.join(directory, RESULT_FILE)
         if osp.isfile(result):
             os.replace(result, result + f".{previous.get('config_digest', 'old')}")

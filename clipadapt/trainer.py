@@ -16,14 +16,14 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import CheckpointError, check_weights, load_checkpoint, load_state_without_derived
+from .checkpoints import (CheckpointError, check_weights, load_checkpoint, load_state_without_derived,
+                          weights_fingerprint)
 from .clip import (TextEncoder, check_input_config, compute_dtype, embed_dim, input_size, load_clip_from_cfg,
                    precision_dtype, precision_key, prompts_for, state_dict_digest)
 from .engine import CheckpointMixin, TrainerX, build_data_loader, build_transform
 from .evaluation import GZSLClassification
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
 from .loading import IndexDataset
-from .reliability import weights_fingerprint
 
 
 # Our checkpoint logic on top of either engine (the built-in TrainerX already has it).

@@ -27,7 +27,8 @@ from test_reliability import COOP_CFG, SMALL, coop_args, fails, load, snapshot, 
 
 from clipadapt.data import DatasetError, read_split
 from clipadapt.data.checks import check_split_leaks, read_manifest
-from clipadapt.reliability import LOCK_NAME, RunLock, config_differences
+from clipadapt.checkpoints import resume_config_problem
+from clipadapt.locks import LOCK_NAME, RunLock
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def copy_of(run_dir, dest):
 HOLD_LOCK = """
 import sys, time
 sys.path.insert(0, sys.argv[2])
-from clipadapt.reliability import RunLock
+from clipadapt.locks import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(600)
@@ -88,19 +89,19 @@ def test_second_writer_is_refused_and_a_killed_writers_lock_is_not(shapes_root, 
     assert not (run / LOCK_NAME).exists()
 
     # Where flock is unsupported (some NFS mounts), pid and host decide.
-    import clipadapt.reliability as rel
+    import clipadapt.locks as locks
 
     def no_flock(handle, op):
-        if op & rel.fcntl.LOCK_UN:
+        if op & locks.fcntl.LOCK_UN:
             return
         raise OSError(errno.ENOLCK, "No locks available")
-    monkeypatch.setattr(rel.fcntl, "flock", no_flock)
+    monkeypatch.setattr(locks.fcntl, "flock", no_flock)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (run / LOCK_NAME).write_text(f"{dead.stdout.strip()} {socket.gethostname()}\n")
     RunLock(str(run)).acquire().release()  # the pid is gone: stale, taken over
     for owner in (f"{os.getppid()} {socket.gethostname()}", "1234 some-other-host"):
         (run / LOCK_NAME).write_text(owner + "\n")
-        with pytest.raises(rel.RunLockedError, match=f"in use by process {owner.split()[0]} on host "):
+        with pytest.raises(locks.RunLockedError, match=f"in use by process {owner.split()[0]} on host "):
             RunLock(str(run)).acquire()
 
 
@@ -126,7 +127,7 @@ def test_resume_with_another_dataset_or_config_is_refused_naming_the_keys(small_
     saved = load(run_dir / "prompt_learner" / "model.pth.tar-2")["meta"]["config"]
     cfg = make_cfg("CoOp", COOP_CFG, "/elsewhere", tmp_path / "x", SMALL[len(TINY_OPTS):] + [
         "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1", "FEATURES.CACHE_DIR", "/other/cache"])
-    assert config_differences(saved, cfg) == []
+    assert resume_config_problem({"meta": {"config": saved}}, cfg, "ckpt") is None
 
     # In-process resume (no train.py) is refused the same way.
     from clipadapt.engine import build_trainer
@@ -574,12 +575,12 @@ def test_relative_data_and_output_in_scripts_resolve_against_the_callers_directo
 
 
 def test_output_folder_that_cannot_be_created_is_one_line(shapes_root, tmp_path, train_main, monkeypatch):
-    import clipadapt.reliability as rel
+    import clipadapt.locks as locks
     out = tmp_path / "readonly" / "run"
 
     def read_only(path, exist_ok=False):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
-    monkeypatch.setattr(rel.os, "makedirs", read_only)
+    monkeypatch.setattr(locks.os, "makedirs", read_only)
     msg = fails(train_main, coop_args(shapes_root, out, "OPTIM.MAX_EPOCH", "1"))
     assert msg == (f'error: Cannot write the run folder "{out}": Read-only file system. Files saved before are left '
                    "as they were; make it writable or pass another --output-dir, then run the same command again to "

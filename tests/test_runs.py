@@ -56,6 +56,38 @@ def test_overrides_are_what_differs_from_the_config_files(shapes_root):
     assert at_two.config_file.endswith("vit_b16_ep100.yaml") and at_two.overrides == {"OPTIM.MAX_EPOCH": 200}
 
 
+
+def test_one_identity_for_the_folder_the_tag_and_the_resume_check(shapes_root, tmp_path):
+    # Keys that say how verbosely or how often things are written make neither a new folder, nor a
+    # mismatch with a finished run, nor a refused resume; a key that changes what is learned does all three.
+    from clipadapt.checkpoints import resume_config_problem
+    quiet = ["VERBOSE", "False", "TRAIN.CHECKPOINT_FREQ", "3", "FEATURES.CACHE", "False"]
+    plain = runs.protocol_run("few_shot", "CoOp", "vit_b16", "shapes", 1, 16, [])
+    spec = runs.protocol_run("few_shot", "CoOp", "vit_b16", "shapes", 1, 16, quiet)
+    assert spec.overrides == {} and spec.output_dir("o") == plain.output_dir("o")
+    cfg, base = spec.configs()
+    plain_cfg, _ = plain.configs()
+    assert cfg.VERBOSE is False and plain_cfg.VERBOSE is True  # the options did reach the config
+    assert runs.config_digest(cfg) == runs.config_digest(plain_cfg)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    runs.write_json(str(folder / "run.json"), runs.describe_run(plain_cfg, base, plain.config_file))
+    (folder / "result.json").write_text("{}")
+    assert runs.is_finished(str(folder), cfg)
+    checkpoint = {"meta": {"config": plain_cfg.dump()}}
+    assert resume_config_problem(checkpoint, cfg, "ckpt") is None
+
+    lr = runs.protocol_run("few_shot", "CoOp", "vit_b16", "shapes", 1, 16, ["OPTIM.LR", "0.5"])
+    lr_cfg, _ = lr.configs()
+    assert lr.output_dir("o") != plain.output_dir("o")
+    assert runs.config_diff(plain_cfg, lr_cfg) == [("OPTIM.LR", 0.002, 0.5)]
+    with pytest.raises(runs.RunMismatch, match=r"there -> here: OPTIM.LR 0.002 -> 0.5\)"):
+        runs.is_finished(str(folder), lr_cfg)
+    assert "1 key(s) differ, checkpoint -> now: OPTIM.LR 0.002 -> 0.5)" in resume_config_problem(checkpoint, lr_cfg, "c")
+    # every non-identity key says why
+    assert all(isinstance(why, str) and why for why in runs.NON_IDENTITY_KEYS.values())
+
+
 def write_log(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -90,7 +122,7 @@ def test_a_folder_of_another_config_is_refused_naming_the_keys(shapes_root, tmp_
     with pytest.raises(runs.RunMismatch) as info:
         runs.is_finished(str(folder), cfg)
     message = str(info.value)
-    assert "TRAINER.COOP.N_CTX 8 there, 4 here" in message and "OPTIM.LR 0.5 there, 0.002 here" in message
+    assert "there -> here: " in message and "TRAINER.COOP.N_CTX 8 -> 4" in message and "OPTIM.LR 0.5 -> 0.002" in message
     assert runs.is_finished(str(folder), other)
 
 
@@ -146,7 +178,7 @@ def test_an_ablation_trains_into_its_own_folder_and_the_table_shows_both(shapes_
     os.rename(moved, str(moved) + ".bak")
     os.rename(folders[1].parent, moved)
     refused = run_script("common/few_shot.sh", ["CoOp", "vit_b16", "shapes", "2", "1", *FEW_OPTS], shapes_root, out)
-    assert refused.returncode == 3 and "TRAINER.COOP.N_CTX 4 there, 16 here" in refused.stderr
+    assert refused.returncode == 3 and "TRAINER.COOP.N_CTX 4 -> 16" in refused.stderr
 
 
 def test_result_file_holds_metrics_digest_versions_and_device(shapes_root, tmp_path):

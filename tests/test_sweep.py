@@ -14,7 +14,8 @@ from conftest import REPO
 from sweep_case import OPTS as SWEEP_OPTS
 from sweep_case import extractions, local_table, results, run_sweep, sweep_command, sweep_env, table_lines
 
-from clipadapt.features import FeatureCache, file_lock
+from clipadapt.features import FeatureCache
+from clipadapt.locks import file_lock
 
 
 def test_local_launcher_runs_training_before_its_evaluation(shapes_root, tmp_path_factory):
