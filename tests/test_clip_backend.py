@@ -5,6 +5,7 @@ import os.path as osp
 import pickle
 import sys
 import zipfile
+from pathlib import Path
 
 import open_clip
 import open_clip.pretrained
@@ -343,3 +344,24 @@ def test_offline_error_through_train_py_is_one_line(shapes_root, tmp_path, monke
     msg = exc.value.code
     assert isinstance(msg, str) and msg.startswith("error: Cannot get the \"openai\" weights of ViT-B/16")
     assert "\n" not in msg and "MODEL.BACKBONE.PRETRAINED_TAG /path/to/ViT-B-16.pt" in msg
+
+
+def test_the_backend_imports_nothing_above_it_and_resolves_registered_builtins(tmp_path):
+    import ast
+    from clipadapt.backbones import BUILTIN_BACKBONES, register_builtin_backbone
+    clip_dir = Path(REPO) / "clipadapt" / "clip"
+    for source in clip_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any("world" in n for n in names), f"{source.name} imports {names}"
+    weights = tmp_path / "mine.pt"
+    weights.write_bytes(b"weights")  # resolving names the file; loading it is not tested here
+    register_builtin_backbone("my-clip", "shapes-clip-tiny", str(tmp_path), lambda: str(weights))
+    try:
+        spec = resolve_backbone("my-clip")
+        assert (spec.arch, spec.weights, spec.name) == ("shapes-clip-tiny", str(weights), "my-clip")
+    finally:
+        del BUILTIN_BACKBONES["my-clip"]
+    with pytest.raises(BackboneError, match='Unknown backbone "my-clip"'):
+        resolve_backbone("my-clip")

@@ -28,6 +28,7 @@ import open_clip
 import open_clip.pretrained
 import torch
 
+from ..backbones import BUILTIN_BACKBONES, builtin_for_arch
 from .weights import BackboneError, matches_config, openai_architecture, read_weights
 
 MODEL_CONFIG_DIR = osp.join(osp.dirname(__file__), "model_configs")
@@ -38,25 +39,18 @@ COOP_NAMES = {
     "RN50x16": "RN50x16-quickgelu", "RN50x64": "RN50x64-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
     "ViT-B/16": "ViT-B-16-quickgelu", "ViT-L/14": "ViT-L-14-quickgelu", "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
 }
-BUILTIN_NAMES = {"shapes-clip": "shapes-clip-tiny"}
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".pth.tar", ".bin", ".safetensors", ".ckpt", ".npz")
 
-_registered = False
+_added_config_dirs = set()
 
 
 def register_model_configs():
-    """Make our tiny and built-in configs known to open_clip (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    open_clip.add_model_config(MODEL_CONFIG_DIR)
-    try:
-        from clipadapt.world import MODEL_CONFIG_DIR as world_dir
-        open_clip.add_model_config(world_dir)
-    except ImportError:
-        pass
-    _registered = True
+    """Make our tiny configs and those of the registered built-in backbones known to open_clip (idempotent)."""
+    for folder in (MODEL_CONFIG_DIR, *(b.config_dir for b in BUILTIN_BACKBONES.values())):
+        if folder not in _added_config_dirs:
+            open_clip.add_model_config(folder)
+            _added_config_dirs.add(folder)
 
 
 @dataclass
@@ -92,13 +86,13 @@ def resolve_backbone(name, pretrained=True, pretrained_tag=""):
         return BackboneSpec(arch=None, weights=osp.abspath(name), identity=f"file:{_file_identity(name)}", name=name)
     if name in COOP_NAMES:
         arch, default_tag = COOP_NAMES[name], "openai"
-    elif name in BUILTIN_NAMES:
-        arch, default_tag = BUILTIN_NAMES[name], "builtin"
+    elif name in BUILTIN_BACKBONES:
+        arch, default_tag = BUILTIN_BACKBONES[name].arch, "builtin"
     elif name in open_clip.list_models():
         arch, default_tag = name, ""
     else:
         import difflib
-        known = list(COOP_NAMES) + list(BUILTIN_NAMES) + open_clip.list_models()
+        known = list(COOP_NAMES) + list(BUILTIN_BACKBONES) + open_clip.list_models()
         close = difflib.get_close_matches(name, known, n=3)
         where = ("; no such file either" if _looks_like_path(name) else "")
         raise BackboneError(f'Unknown backbone "{name}"{where}. ' + (f"Did you mean {close}? " if close else "")
@@ -115,9 +109,9 @@ def resolve_backbone(name, pretrained=True, pretrained_tag=""):
     if osp.isfile(tag_path):
         preprocess = _tag_preprocess(arch, "openai") if name in COOP_NAMES else None  # else: read from the file
         return BackboneSpec(arch, osp.abspath(tag_path), f"{arch}:file:{_file_identity(tag_path)}", name, preprocess)
-    if tag == "builtin":
-        from clipadapt.world import shipped_checkpoint
-        path = shipped_checkpoint()
+    builtin = BUILTIN_BACKBONES.get(name) or builtin_for_arch(arch)
+    if tag == "builtin" and builtin is not None:
+        path = builtin.checkpoint()
         return BackboneSpec(arch, path, f"{arch}:file:{_file_identity(path)}", name)
     if not open_clip.get_pretrained_cfg(arch, tag):
         if _looks_like_path(tag):

@@ -14,6 +14,8 @@ stay light (no torch / open_clip import until a model is needed).
 """
 import os
 
+from ..backbones import register_builtin_backbone
+
 ARCH = "shapes-clip-tiny"
 MODEL_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
 
@@ -37,3 +39,11 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _shipped_checkpoint():
+    return __getattr__("shipped_checkpoint")()
+
+
+# MODEL.BACKBONE.NAME shapes-clip: the CLIP shipped with the package.
+register_builtin_backbone("shapes-clip", ARCH, MODEL_CONFIG_DIR, _shipped_checkpoint)
