@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import parse_test_res as ptr  # noqa: E402
+from clipadapt import results as ptr  # noqa: E402
 
 HEADER = """\
 Setting fixed seed: {seed}

@@ -2,7 +2,7 @@
 import json
 import statistics
 
-import parse_test_res as ptr
+from clipadapt import results as ptr
 
 
 def hm(a, b):

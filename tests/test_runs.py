@@ -199,7 +199,7 @@ def test_result_file_holds_metrics_digest_versions_and_device(shapes_root, tmp_p
 
 
 def test_parse_test_res_reads_result_files_and_plain_coop_logs(tmp_path):
-    import parse_test_res
+    from clipadapt import results as parse_test_res
     root = tmp_path / "output"
     ours = root / "fewshot" / "eurosat" / "CoOp" / "vit_b16_4shots"
     coop = root / "fewshot" / "eurosat" / "CoOp" / "vit_b16_8shots"

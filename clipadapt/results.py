@@ -1,0 +1,580 @@
+"""Results: reading Dassl logs and result.json files of an output tree, CoOp's per-directory summary,
+the protocols' tables (markdown, csv, latex) with published reference rows, and plots.
+parse_test_res.py is its command line."""
+import csv
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional
+
+import numpy as np
+from tabulate import tabulate
+
+from . import runs
+from .metrics import harmonic_mean
+
+LOG_NAME = "log.txt"
+FINISH_TRAINING = runs.FINISH_TRAINING  # Dassl >= 0.6.1; older forks look for "Finished training"
+TEST_RESULT = runs.TEST_RESULT
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "configs" / "reference_results.json"
+
+PROTOCOLS = ("base2new", "gzsl", "xd", "dg", "fewshot")
+XD_TARGETS = ("caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+              "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+SOURCE_DATASET = "imagenet"
+FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
+
+# Output layouts below their protocol folder, from the run registry (clipadapt/runs.py), which the
+# scripts also use to place runs; {shots} and {seed} are integers.
+BASE2NEW_RUNS = runs.LAYOUTS["base2new"][1]  # under base2new/<split>/
+GZSL_RUNS = runs.LAYOUTS["gzsl"][1]  # under gzsl/
+XD_SOURCE_RUNS = runs.LAYOUTS["xd_source"][1]  # under imagenet/
+XD_TARGET_RUNS = runs.LAYOUTS["xd_target"][1]  # under evaluation/
+FEWSHOT_RUNS = runs.LAYOUTS["fewshot"][1]  # under fewshot/
+
+PARTIAL_MARK = "†"
+UNCHECKED_MARK = "*"
+
+
+class ResultError(Exception):
+    """A result could not be read; the message says where and why."""
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# -------------------- Reading one log -------------------------------------------------------
+
+def result_regex(keyword: str) -> "re.Pattern":
+    """CoOp's pattern for a metric line such as ``* accuracy: 92.8%``."""
+    return re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
+
+
+def looks_eval_only(lines: List[str]) -> bool:
+    """An eval-only run prints a result but never trains (a crashed training run has 'epoch [' lines)."""
+    trained = FINISH_TRAINING in lines or any(line.startswith("epoch [") for line in lines)
+    return TEST_RESULT in lines and ("eval_only: True" in lines or not trained)
+
+
+def choose_end_signal(lines: List[str]) -> str:
+    """'Finish training' for training logs; '=> result' for eval-only logs, which lack it."""
+    return TEST_RESULT if looks_eval_only(lines) else FINISH_TRAINING
+
+
+def parse_log(path, keywords=("accuracy",), end_signal: Optional[str] = None):
+    """Read ``* keyword: X%`` values printed after the line ``end_signal``; the last match wins.
+
+    ``end_signal=None`` picks it from the log (see ``choose_end_signal``).
+    Returns ``({keyword: value}, end_signal_used)``; raises ResultError if a keyword is missing.
+    """
+    with open(path, errors="replace") as f:
+        lines = [line.strip() for line in f]
+    if end_signal is None:
+        end_signal = choose_end_signal(lines)
+    regexes = {keyword: result_regex(keyword) for keyword in keywords}
+    found = {}
+    reached = False
+    for line in lines:
+        if line == end_signal:
+            reached = True
+        if not reached:
+            continue
+        for keyword, regex in regexes.items():
+            match = regex.search(line)
+            if match:
+                found[keyword] = float(match.group(1))
+    missing = [keyword for keyword in keywords if keyword not in found]
+    if missing:
+        raise ResultError(explain_missing_result(path, lines, missing, end_signal))
+    return found, end_signal
+
+
+def explain_missing_result(path, lines: List[str], missing: List[str], end_signal: str) -> str:
+    wanted = ", ".join(f"'* {keyword}: <number>%'" for keyword in missing)
+    message = f"no result in {path}: looked for {wanted} after the line '{end_signal}'"
+    if end_signal not in lines:
+        if end_signal == FINISH_TRAINING and looks_eval_only(lines):
+            return message + (f", but the log has '{TEST_RESULT}' and no '{FINISH_TRAINING}' "
+                              "(an eval-only log): pass --test-log")
+        return message + ", which never appears (did the run crash, or is it still running?)"
+    after = lines[lines.index(end_signal):]
+    reported = sorted({m.group(1) for m in (re.match(r"\* (\w+): [\d.,eE+-]+%?$", x) for x in after) if m})
+    message += ", which appears, but the keyword does not follow it"
+    return message + (f"; metrics after it: {', '.join(reported)}" if reported else "")
+
+
+# -------------------- CoOp-compatible directory summaries -----------------------------------
+
+class DirectorySummary(NamedTuple):
+    files: List[str]
+    values: List[float]
+    mean: float
+    spread: float  # population std, or the 95% confidence interval half-width
+
+
+def run_dirs(directory) -> List[str]:
+    """Sorted, non-hidden subdirectories of ``directory`` (one per seed or experiment)."""
+    if not os.path.isdir(directory):
+        raise ResultError(f"not a directory: {directory}")
+    names = sorted(n for n in os.listdir(directory)
+                   if not n.startswith(".") and os.path.isdir(os.path.join(directory, n)))
+    if not names:
+        hint = " (it holds log.txt itself: pass its parent directory)" if os.path.isfile(
+            os.path.join(directory, LOG_NAME)) else ""
+        raise ResultError(f"no run directories (seed1, seed2, ...) in {directory}{hint}")
+    return [os.path.join(directory, n) for n in names]
+
+
+def run_log(run_dir: str) -> str:
+    """``run_dir/log.txt``; re-run logs (``log.txt-YYYY-MM-DD-...``) are never read."""
+    path = os.path.join(run_dir, LOG_NAME)
+    if os.path.isfile(path):
+        return path
+    message = f"no {LOG_NAME} in {run_dir}"
+    reruns = sorted(n for n in os.listdir(run_dir) if n.startswith(LOG_NAME + "-"))
+    if reruns:
+        message += f" (only re-run logs, which are ignored: {', '.join(reruns)})"
+    elif any(os.path.isfile(os.path.join(run_dir, n, LOG_NAME)) for n in os.listdir(run_dir)):
+        message += " (its subdirectories have one: did you mean --multi-exp?)"
+    elif os.path.isfile(os.path.join(os.path.dirname(run_dir), LOG_NAME)):
+        message += f" ({os.path.dirname(run_dir)} is itself a run: pass its parent directory)"
+    raise ResultError(message)
+
+
+def summarize(values: List[float], ci95: bool = False):
+    """Mean and spread: np.std (population), or 1.96 * std / sqrt(n) with ci95."""
+    std = float(np.std(values))
+    return float(np.mean(values)), (1.96 * std / np.sqrt(len(values)) if ci95 else std)
+
+
+def parse_directory(directory, keyword="accuracy", test_log=False, ci95=False, out=None) -> DirectorySummary:
+    """Print CoOp's per-file lines and summary for the seed runs under ``directory``."""
+    out = out or sys.stdout
+    files, values = [], []
+    for run_dir in run_dirs(directory):
+        path = run_log(run_dir)
+        metrics, used = parse_log(path, [keyword], TEST_RESULT if test_log else None)
+        if not test_log and used == TEST_RESULT:
+            print(f"note: {path} has no '{FINISH_TRAINING}' line (an eval-only log): "
+                  f"reading the result after '{TEST_RESULT}' (as --test-log would)", file=sys.stderr)
+        files.append(path)
+        values.append(metrics[keyword])
+        print(f"file: {path}. {keyword}: {metrics[keyword]:.2f}%. ", file=out)
+    mean, spread = summarize(values, ci95)
+    print(f"===\nSummary of directory: {directory}\n* {keyword}: {mean:.2f}% +- {spread:.2f}%\n===", file=out)
+    return DirectorySummary(files, values, mean, spread)
+
+
+def parse_multi_exp(directory, keyword="accuracy", test_log=False, ci95=False, out=None) -> float:
+    """Each subdirectory is one experiment holding seed runs; returns the mean of their means."""
+    out = out or sys.stdout
+    means = [parse_directory(exp, keyword, test_log, ci95, out).mean for exp in run_dirs(directory)]
+    average = float(np.mean(means))
+    print(f"Average performance\n* {keyword}: {average:.2f}%", file=out)
+    return average
+
+
+# -------------------- Finding runs in an output tree ----------------------------------------
+
+class Method(NamedTuple):
+    trainer: str
+    cfg: str
+    shots: int
+
+
+def segment_regex(segment: str) -> "re.Pattern":
+    """'{cfg}_{shots}shots' -> regex with named groups; shots and seed are integers."""
+    parts = re.split(r"\{(\w+)\}", segment)
+    regex = "".join(re.escape(p) if i % 2 == 0 else
+                    (rf"(?P<{p}>\d+)" if p in ("shots", "seed") else rf"(?P<{p}>.+)")
+                    for i, p in enumerate(parts))
+    return re.compile(regex)
+
+
+def match_run_dirs(base: Path, pattern: str):
+    """Yield ``(fields, run_dir)`` for every directory under ``base`` matching ``pattern``."""
+    regexes = [segment_regex(s) for s in pattern.split("/")]
+
+    def walk(directory: Path, depth: int, fields: dict):
+        if depth == len(regexes):
+            yield fields, directory
+            return
+        for child in sorted(directory.iterdir()):
+            match = regexes[depth].fullmatch(child.name)
+            if match and child.is_dir() and not child.name.startswith("."):
+                yield from walk(child, depth + 1, {**fields, **match.groupdict()})
+
+    if base.is_dir():
+        yield from walk(base, 0, {})
+
+
+def read_run(run_dir: Path, keywords):
+    """A run's metrics: from its result.json (written by train.py), else from log.txt (plain CoOp
+    trees); None when it has neither. ResultError when they lack a keyword."""
+    try:
+        metrics = runs.read_result(str(run_dir), keywords)
+    except KeyError as error:
+        raise ResultError(error.args[0]) from None
+    if metrics is not None:
+        return metrics
+    if (run_dir / runs.RUN_FILE).is_file():
+        raise ResultError(f"{run_dir} has {runs.RUN_FILE} but no {runs.RESULT_FILE}: the run is not finished "
+                          "(still running, or killed: run its command again to finish it)")
+    log = run_dir / LOG_NAME
+    if not log.is_file():
+        return None
+    return parse_log(log, keywords)[0]
+
+
+def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Optional[str] = None) -> Dict:
+    """``{(dataset, Method): {seed: {keyword: value}}}``; unreadable runs are skipped with a warning."""
+    found: Dict = {}
+    for fields, run_dir in match_run_dirs(base, pattern):
+        if trainers and fields["trainer"] not in trainers:
+            continue
+        try:
+            metrics = read_run(run_dir, keywords)
+        except ResultError as error:
+            warn(f"skipping run: {error}")
+            continue
+        if metrics is None:
+            warn(f"skipping {run_dir}: no {runs.RESULT_FILE} and no {LOG_NAME}")
+            continue
+        key = (fields.get("dataset", dataset), Method(fields["trainer"], fields["cfg"], int(fields["shots"])))
+        found.setdefault(key, {})[int(fields["seed"])] = metrics
+    return found
+
+
+def order_methods(methods, trainers=None) -> List[Method]:
+    rank = {t: i for i, t in enumerate(trainers or [])}
+    return sorted(set(methods), key=lambda m: (rank.get(m.trainer, len(rank)), m))
+
+
+def method_labels(methods: List[Method]) -> Dict[Method, str]:
+    """The shortest unambiguous label: trainer, trainer/cfg, or trainer/cfg/Nshots."""
+    labels = {}
+    for m in methods:
+        same_trainer = [o for o in methods if o.trainer == m.trainer]
+        if len(same_trainer) == 1:
+            labels[m] = m.trainer
+        elif len([o for o in same_trainer if o.cfg == m.cfg]) == 1:
+            labels[m] = f"{m.trainer}/{m.cfg}"
+        else:
+            labels[m] = f"{m.trainer}/{m.cfg}/{m.shots}shots"
+    return labels
+
+
+# -------------------- Tables ----------------------------------------------------------------
+
+@dataclass
+class Cell:
+    value: Optional[float] = None
+    seeds: int = 0  # seeds averaged into the value; 0 for derived and published values
+    mark: str = ""
+
+    def text(self) -> str:
+        return "-" if self.value is None else f"{self.value:.2f}{self.mark}"
+
+
+@dataclass
+class Table:
+    protocol: str
+    headers: List[str]
+    rows: List[list]  # [label, Cell, ..., seeds text]
+    footnotes: List[str] = field(default_factory=list)
+    series: dict = field(default_factory=dict)  # numbers for --plot
+
+
+def seed_mean(per_seed: Dict[int, dict], keyword: str, seeds=None) -> Cell:
+    seeds = sorted(per_seed) if seeds is None else seeds
+    if not seeds:
+        return Cell()
+    return Cell(float(np.mean([per_seed[s][keyword] for s in seeds])), len(seeds))
+
+
+
+
+def mean_cell(cells: List[Cell], expected: int) -> Cell:
+    """Mean over the cells that have a value, marked when fewer than ``expected`` do."""
+    values = [c.value for c in cells if c.value is not None]
+    if not values:
+        return Cell()
+    return Cell(float(np.mean(values)), mark=PARTIAL_MARK if len(values) < expected else "")
+
+
+def row_cells(rows: List[list]) -> List[Cell]:
+    return [c for row in rows for c in row if isinstance(c, Cell)]
+
+
+def seeds_text(cells: List[Cell]) -> str:
+    counts = sorted({c.seeds for c in cells if c.value is not None and c.seeds})
+    if not counts:
+        return "-"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def reference_cell(entry: dict, dataset: str, key: str) -> Cell:
+    values = entry["results"].get(dataset, {})
+    if key not in values:
+        return Cell()
+    return Cell(float(values[key]), mark="" if values.get("checked") else UNCHECKED_MARK)
+
+
+def load_reference(path=REFERENCE_FILE) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def select_references(reference: Optional[dict], protocol: str, trainers=None) -> Dict[str, dict]:
+    """``{'CoOp (paper)': entry}`` for the published methods of ``protocol`` (filtered by trainer)."""
+    entries = (reference or {}).get(protocol, {})
+    return {f"{e['trainer']} (paper)": e for e in entries.values() if not trainers or e["trainer"] in trainers}
+
+
+def interleave(methods: List[Method], labels: Dict[Method, str], references: Dict[str, dict], trainers=None) -> list:
+    """Column (or row) order: trainers as --trainers lists them (else ours first), each trainer's
+    runs followed by its published numbers; items are (label, Method) or (label, reference entry)."""
+    seen = [m.trainer for m in methods] + [e["trainer"] for e in references.values()]
+    rank = {t: i for i, t in enumerate(trainers or [])}
+    order = sorted(dict.fromkeys(seen), key=lambda t: (rank.get(t, len(rank)), seen.index(t)))
+    return [item for t in order for item in
+            [(labels[m], m) for m in methods if m.trainer == t] +
+            [(name, e) for name, e in references.items() if e["trainer"] == t]]
+
+
+def reference_footnotes(used: Dict[str, dict], marked: bool) -> List[str]:
+    notes = [f"{name}: {e['source']}; backbone {e['backbone']}" +
+             (f"; Average: {e['results']['average']['source']}" if "source" in e["results"].get("average", {}) else "")
+             for name, e in used.items()]
+    if marked:
+        notes.append(f"{UNCHECKED_MARK} recalled, not checked against its source "
+                     "(see the notes in configs/reference_results.json)")
+    return notes
+
+
+def finish_table(table: Table, references: Dict[str, dict]) -> Table:
+    cells = row_cells(table.rows)
+    if any(c.mark == PARTIAL_MARK for c in cells):
+        table.footnotes.append(f"{PARTIAL_MARK} mean over fewer entries than the table has (missing runs)")
+    table.footnotes += reference_footnotes(references, any(c.mark == UNCHECKED_MARK for c in cells))
+    table.footnotes.append("seeds: seeds averaged per cell (a range where cells differ)")
+    return table
+
+
+def build_pair_table(protocol, pairs, methods, datasets, names, ref_keys, references, trainers=None) -> Table:
+    """Rows per dataset plus Average; per method (first, second, HM of the two).
+
+    ``pairs[(dataset, method)] = (first Cell, second Cell)``. The Average row averages first and
+    second over the datasets that have both, then takes the HM of those averages.
+    """
+    labels = method_labels(methods)
+    columns = interleave(methods, labels, references, trainers)
+    headers = ["Dataset"] + [f"{label} {n}" for label, _ in columns for n in names] + ["seeds"]
+    rows, bars = [], {label: {} for label, _ in columns}
+    for dataset in datasets + ["Average"]:
+        row = [dataset]
+        for label, source in columns:
+            if isinstance(source, dict):  # published numbers
+                cells = [reference_cell(source, dataset.lower(), k) for k in ref_keys]
+            elif dataset != "Average":
+                first, second = pairs.get((dataset, source), (Cell(), Cell()))
+                both = first.value is not None and second.value is not None
+                hm = Cell(harmonic_mean(first.value, second.value), first.seeds) if both else Cell()
+                cells = [first, second, hm]
+            else:
+                present = [pairs.get((d, source), (Cell(), Cell())) for d in datasets]
+                complete = [p for p in present if None not in (p[0].value, p[1].value)]
+                first = mean_cell([p[0] for p in complete], len(datasets))
+                second = mean_cell([p[1] for p in complete], len(datasets))
+                hm = Cell(harmonic_mean(first.value, second.value), mark=first.mark) if complete else Cell()
+                cells = [first, second, hm]
+            row += cells
+            bars[label][dataset] = (cells[0].value, cells[1].value)
+        rows.append(row + [seeds_text(row_cells(rows + [row] if dataset == "Average" else [row]))])
+    a, b, h = names
+    table = Table(protocol, headers, rows, series={"rows": datasets + ["Average"], "bars": bars, "names": names})
+    table.footnotes.append(f"{h} = 2*{a}*{b}/({a}+{b}); Average: {a} and {b} are means over datasets, "
+                           f"{h} is the {h} of those means")
+    return finish_table(table, references)
+
+
+def build_base2new_table(root="output", trainers=None, reference=None, keyword="accuracy") -> Table:
+    base_dir = Path(root) / "base2new"
+    trained = load_runs(base_dir / "train_base", BASE2NEW_RUNS, [keyword], trainers)
+    tested_base = load_runs(base_dir / "test_base", BASE2NEW_RUNS, [keyword], trainers)
+    tested_new = load_runs(base_dir / "test_new", BASE2NEW_RUNS, [keyword], trainers)
+    keys = set(trained) | set(tested_base) | set(tested_new)
+    pairs = {}
+    for key in keys:
+        base = {**trained.get(key, {}), **tested_base.get(key, {})}  # a base-class eval log wins
+        new = tested_new.get(key, {})
+        common = sorted(set(base) & set(new))
+        if set(base) != set(new):
+            warn(f"base2new {key[0]} {'/'.join(map(str, key[1]))}: base seeds {sorted(base)} vs new seeds "
+                 f"{sorted(new)}; " + (f"averaging seeds {common}" if common else "no seed has both"))
+        if common:
+            pairs[key] = (seed_mean(base, keyword, common), seed_mean(new, keyword, common))
+        else:
+            pairs[key] = (seed_mean(base, keyword), seed_mean(new, keyword))
+    methods = order_methods([m for _, m in keys], trainers)
+    datasets = sorted({d for d, _ in keys})
+    references = select_references(reference, "base2new", trainers)
+    return build_pair_table("base2new", pairs, methods, datasets, ("Base", "New", "HM"),
+                            ("base", "new", "hm"), references, trainers)
+
+
+def build_gzsl_table(root="output", trainers=None, reference=None) -> Table:
+    runs = load_runs(Path(root) / "gzsl", GZSL_RUNS, ["acc_seen", "acc_unseen"], trainers)
+    pairs = {key: (seed_mean(r, "acc_seen"), seed_mean(r, "acc_unseen")) for key, r in runs.items()}
+    methods = order_methods([m for _, m in runs], trainers)
+    datasets = sorted({d for d, _ in runs})
+    references = select_references(reference, "gzsl", trainers)
+    return build_pair_table("gzsl", pairs, methods, datasets, ("S", "U", "H"), ("s", "u", "h"), references, trainers)
+
+
+def build_transfer_table(protocol, root="output", trainers=None, reference=None, keyword="accuracy") -> Table:
+    """xd / dg: one row per method; ImageNet source, then targets, then the mean over targets."""
+    root = Path(root)
+    source = load_runs(root / SOURCE_DATASET, XD_SOURCE_RUNS, [keyword], trainers, dataset=SOURCE_DATASET)
+    targets = load_runs(root / "evaluation", XD_TARGET_RUNS, [keyword], trainers)
+    known = XD_TARGETS if protocol == "xd" else DG_TARGETS
+    found = {d for d, _ in targets}
+    if protocol == "xd":
+        known = tuple(d for d in XD_TARGETS if d in found)
+        others = sorted(found - set(XD_TARGETS) - set(DG_TARGETS) - {SOURCE_DATASET})
+        if others:
+            warn(f"xd: ignoring evaluations outside the protocol's targets: {', '.join(others)}")
+    runs = {**source, **{k: v for k, v in targets.items() if k[0] in known}}
+    methods = order_methods([m for _, m in runs], trainers)
+    references = select_references(reference, protocol, trainers)
+    headers = ["Method", f"{SOURCE_DATASET} (source)", *known, "Average", "seeds"]
+    rows = []
+    for label, item in interleave(methods, method_labels(methods), references, trainers):
+        if isinstance(item, dict):
+            cells = [reference_cell(item, d, "accuracy") for d in (SOURCE_DATASET, *known, "average")]
+        else:
+            cells = [seed_mean(runs.get((d, item), {}), keyword) for d in (SOURCE_DATASET, *known)]
+            cells.append(mean_cell(cells[1:], len(known)))
+        rows.append([label, *cells, seeds_text(cells)])
+    table = Table(protocol, headers, rows)
+    table.footnotes.append(f"Average: mean over the {len(known)} target datasets (source excluded)")
+    return finish_table(table, references)
+
+
+def build_fewshot_table(root="output", trainers=None, reference=None, keyword="accuracy") -> Table:
+    runs = load_runs(Path(root) / "fewshot", FEWSHOT_RUNS, [keyword], trainers)
+    by_method: Dict = {}
+    for (dataset, m), per_seed in runs.items():  # one column group per trainer/cfg, shots as columns
+        by_method.setdefault(m._replace(shots=0), {})[(dataset, m.shots)] = seed_mean(per_seed, keyword)
+    shots = sorted(set(FEWSHOT_SHOTS) | {m.shots for _, m in runs})
+    methods = order_methods(by_method, trainers)
+    labels = method_labels(methods)
+    datasets = sorted({d for d, _ in runs})
+    references = select_references(reference, "fewshot", trainers)
+    columns = interleave(methods, labels, references, trainers)
+    headers = ["Dataset"] + [f"{label} {s}-shot" for label, _ in columns for s in shots] + ["seeds"]
+    rows, lines = [], {label: {} for label, _ in columns}
+    for dataset in datasets + ["Average"]:
+        row = [dataset]
+        for label, item in columns:
+            if isinstance(item, dict):
+                cells = [reference_cell(item, dataset.lower(), str(s)) for s in shots]
+            elif dataset != "Average":
+                cells = [by_method[item].get((dataset, s), Cell()) for s in shots]
+            else:
+                cells = [mean_cell([by_method[item].get((d, s), Cell()) for d in datasets], len(datasets))
+                         for s in shots]
+            row += cells
+            lines[label][dataset] = {s: c.value for s, c in zip(shots, cells)}
+        rows.append(row + [seeds_text(row_cells(rows + [row] if dataset == "Average" else [row]))])
+    table = Table("fewshot", headers, rows, series={"rows": datasets + ["Average"], "shots": shots, "lines": lines})
+    return finish_table(table, references)
+
+
+def build_table(protocol, root="output", trainers=None, reference=None, keyword="accuracy") -> Table:
+    if protocol in ("xd", "dg"):
+        return build_transfer_table(protocol, root, trainers, reference, keyword)
+    if protocol == "gzsl":  # reads acc_seen and acc_unseen whatever the keyword
+        return build_gzsl_table(root, trainers, reference)
+    builders = {"base2new": build_base2new_table, "fewshot": build_fewshot_table}
+    if protocol not in builders:
+        raise ResultError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    return builders[protocol](root, trainers, reference, keyword)
+
+
+def format_table(table: Table, fmt="markdown") -> str:
+    body = [[c.text() if isinstance(c, Cell) else c for c in row] for row in table.rows]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([table.headers] + body)
+        return buffer.getvalue().rstrip("\n")
+    tablefmt = {"markdown": "github", "latex": "latex_booktabs"}[fmt]
+    return tabulate(body, headers=table.headers, tablefmt=tablefmt, disable_numparse=True)
+
+
+def format_footnotes(table: Table, fmt="markdown") -> str:
+    prefix = "% " if fmt == "latex" else ""
+    return "\n".join(prefix + note for note in table.footnotes)
+
+
+# -------------------- Plots (matplotlib is optional and imported only here) -----------------
+
+def save_plot(table: Table, path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ResultError("--plot needs matplotlib: pip install matplotlib") from error
+    if table.protocol == "fewshot":
+        figure = plot_fewshot_curves(plt, table.series)
+    elif table.protocol == "base2new":
+        figure = plot_base2new_bars(plt, table.series)
+    else:
+        raise ResultError("--plot draws fewshot curves and base2new bars only")
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def plot_fewshot_curves(plt, series: dict):
+    rows, shots, lines = series["rows"], series["shots"], series["lines"]
+    n_cols = min(4, len(rows))
+    n_rows = -(-len(rows) // n_cols)
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 3.2 * n_rows), squeeze=False)
+    for ax, dataset in zip(axes.flat, rows):
+        for label, per_row in lines.items():
+            points = [(i, v) for i, v in enumerate(per_row[dataset].values()) if v is not None]
+            if points:
+                style = "--" if label.endswith("(paper)") else "-"
+                ax.plot(*zip(*points), style, marker="o", label=label)
+        ax.set_xticks(range(len(shots)), [str(s) for s in shots])
+        ax.set(title=dataset, xlabel="shots per class", ylabel="accuracy (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_base2new_bars(plt, series: dict):
+    rows, bars, names = series["rows"], series["bars"], series["names"]
+    figure, ax = plt.subplots(figsize=(max(8, 1.3 * len(rows) * max(1, len(bars)) ** 0.5), 4))
+    width = 0.8 / (2 * max(1, len(bars)))
+    for i, (label, per_row) in enumerate(bars.items()):
+        for j, name in enumerate(names[:2]):
+            present = [(k, per_row[r][j]) for k, r in enumerate(rows) if per_row[r][j] is not None]
+            xs = [k + (2 * i + j + 0.5) * width - 0.4 for k, _ in present]  # missing values: no bar
+            ax.bar(xs, [v for _, v in present], width, label=f"{label} {name}", color=f"C{i}", hatch="//" if j else None,
+                   alpha=0.6 if j else 1.0)
+    ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=8, ncol=2)
+    figure.tight_layout()
+    return figure
