@@ -22,9 +22,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from clipadapt.results import (BASE2NEW_RUNS, FEWSHOT_RUNS, GZSL_RUNS, PROTOCOLS, REFERENCE_FILE, XD_SOURCE_RUNS,
-                               XD_TARGET_RUNS, ResultError, build_table, format_footnotes, format_table,
-                               load_reference, parse_directory, parse_multi_exp, row_cells, save_plot, warn)
+from clipadapt.protocols import PROTOCOLS
+from clipadapt.results import (BASE2NEW_RUNS, FEWSHOT_RUNS, GZSL_RUNS, REFERENCE_FILE, XD_SOURCE_RUNS, XD_TARGET_RUNS,
+                               ResultError, build_table, format_footnotes, format_table, load_reference,
+                               parse_directory, parse_multi_exp, row_cells, save_plot, warn)
 
 
 # -------------------- Command line ----------------------------------------------------------

@@ -16,26 +16,20 @@ from tabulate import tabulate
 
 from . import runs
 from .metrics import harmonic_mean
+from .protocols import DG_TARGETS, FEWSHOT_SHOTS, LAYOUTS, PROTOCOLS, SOURCE_DATASET, XD_TARGETS
 
 LOG_NAME = "log.txt"
 FINISH_TRAINING = runs.FINISH_TRAINING  # Dassl >= 0.6.1; older forks look for "Finished training"
 TEST_RESULT = runs.TEST_RESULT
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "configs" / "reference_results.json"
 
-PROTOCOLS = ("base2new", "gzsl", "xd", "dg", "fewshot")
-XD_TARGETS = ("caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-              "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
-SOURCE_DATASET = "imagenet"
-FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
 
-# Output layouts below their protocol folder, from the run registry (clipadapt/runs.py), which the
-# scripts also use to place runs; {shots} and {seed} are integers.
-BASE2NEW_RUNS = runs.LAYOUTS["base2new"][1]  # under base2new/<split>/
-GZSL_RUNS = runs.LAYOUTS["gzsl"][1]  # under gzsl/
-XD_SOURCE_RUNS = runs.LAYOUTS["xd_source"][1]  # under imagenet/
-XD_TARGET_RUNS = runs.LAYOUTS["xd_target"][1]  # under evaluation/
-FEWSHOT_RUNS = runs.LAYOUTS["fewshot"][1]  # under fewshot/
+# Output layouts below their protocol folder (clipadapt/protocols.py), where the run registry places runs; {shots} and {seed} are integers.
+BASE2NEW_RUNS = LAYOUTS["base2new"][1]  # under base2new/<split>/
+GZSL_RUNS = LAYOUTS["gzsl"][1]  # under gzsl/
+XD_SOURCE_RUNS = LAYOUTS["xd_source"][1]  # under imagenet/
+XD_TARGET_RUNS = LAYOUTS["xd_target"][1]  # under evaluation/
+FEWSHOT_RUNS = LAYOUTS["fewshot"][1]  # under fewshot/
 
 PARTIAL_MARK = "†"
 UNCHECKED_MARK = "*"

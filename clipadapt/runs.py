@@ -28,22 +28,12 @@ import sys
 import time
 
 from .atomic import atomic_write_text
+from .protocols import KIND_PROTOCOL, LAYOUTS, ProtocolError, default_config, recipe_config
 
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
 LOG_NAME = "log.txt"
 RESULT_FORMAT = 1
-
-# Output layouts relative to the output root, as (prefix, run pattern): the run pattern is what
-# parse_test_res.py matches below the prefix. {cfg} is the config label: the config file's name,
-# plus "_<tag>" when the run has overrides.
-LAYOUTS = {
-    "base2new": ("base2new/{split}", "{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"),
-    "gzsl": ("gzsl", "{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"),
-    "fewshot": ("fewshot", "{dataset}/{trainer}/{cfg}_{shots}shots/seed{seed}"),
-    "xd_source": ("{source}", "{trainer}/{cfg}_{shots}shots/seed{seed}"),
-    "xd_target": ("evaluation", "{trainer}/{cfg}_{shots}shots/{dataset}/seed{seed}"),
-}
 
 # Keys that are part of the identity through the path (shots, seed, classes): in the digest, not in the tag.
 PATH_KEYS = ("SEED", "DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
@@ -454,31 +444,14 @@ class RunSpec:
         return "finished" if is_finished(folder, cfg) else "todo"
 
 
-COOP_RECIPE_CONFIGS = re.compile(r"(rn50|rn101|vit_b16|vit_b32)(_ctxv1|_learned_ratio)?")
-RECIPE_TRAINERS = ("CoOp", "CLIPAdapter")
-
-
-def recipe_config(trainer, config_name, dataset, shots, recipe="published"):
-    """The config CoOp's published few-shot recipe trains with (CoOp's COOP.md and IJCV paper): for
-    CoOp or CLIPAdapter and a backbone config (rn50, rn101, vit_b16, vit_b32, or their _ctxv1 /
-    _learned_ratio variants), 50 epochs at 1 shot (<backbone>_ep50<variant>), 100 at 2 and 4 shots
-    (<backbone>_ep100<variant>), 200 at 8 and 16 (the config itself); on ImageNet 50 at every shot
-    count. recipe="fixed": the config as it is."""
-    match = COOP_RECIPE_CONFIGS.fullmatch(config_name)
-    if recipe == "fixed" or trainer not in RECIPE_TRAINERS or not match:
-        return config_name
-    backbone, variant = match.group(1), match.group(2) or ""
-    if dataset == "imagenet" or int(shots) <= 1:
-        return f"{backbone}_ep50{variant}"
-    if int(shots) <= 4:
-        return f"{backbone}_ep100{variant}"
-    return config_name
-
-
 def protocol_run(kind, trainer, config_name, dataset, seed, shots, opts, source="imagenet", sub="new",
                  recipe="published"):
     """The RunSpec of one script of scripts/common/ (kind: base2new_train, base2new_test, few_shot,
-    gzsl, xd_train, xd_test)."""
+    gzsl, xd_train, xd_test). An empty `config_name` is the trainer's default for the kind's protocol."""
+    if not config_name:
+        if kind not in KIND_PROTOCOL:
+            raise ValueError(f"unknown run kind {kind!r}")
+        config_name = default_config(trainer, KIND_PROTOCOL[kind])
     def train_base():
         return RunSpec("base2new", "base2new", trainer, config_name, dataset, seed, shots, opts,
                        split="train_base", subsample="base", label=f"{dataset} seed {seed} (train on base)")
@@ -535,7 +508,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 3
     except Exception as exc:  # noqa: BLE001  ConfigError is not imported up front: it would import torch
-        if not (type(exc).__name__ == "ConfigError" or isinstance(exc, KeyError)):
+        if not (type(exc).__name__ == "ConfigError" or isinstance(exc, (KeyError, ProtocolError))):
             raise
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -28,8 +28,7 @@ import sys
 import time
 
 from . import runs
-
-PROTOCOLS = ("base2new", "fewshot", "xd", "dg", "gzsl")
+from .protocols import FEWSHOT_SHOTS, PROTOCOLS, SOURCE_DATASET, check_protocol, default_config
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
@@ -46,9 +45,11 @@ class Job:
         return self.spec.label
 
 
-def plan_jobs(protocol, trainer, config_name, datasets, seeds, shots=16, shots_list=(1, 2, 4, 8, 16), opts=(),
-              source="imagenet"):
+def plan_jobs(protocol, trainer, config_name, datasets, seeds, shots=16, shots_list=FEWSHOT_SHOTS, opts=(),
+              source=SOURCE_DATASET):
     """The jobs of a protocol in the order the local launcher runs them."""
+    check_protocol(protocol)
+    config_name = config_name or default_config(trainer, protocol)
     jobs = []
 
     def add(kind, dataset, seed, n_shots, stage, after=None):
@@ -75,8 +76,6 @@ def plan_jobs(protocol, trainer, config_name, datasets, seeds, shots=16, shots_l
         for dataset in datasets:
             for seed in seeds:
                 add("gzsl", dataset, seed, shots, "train")
-    else:
-        raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
     return jobs
 
 
@@ -335,7 +334,8 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("protocol", choices=PROTOCOLS)
     parser.add_argument("trainer")
-    parser.add_argument("cfg", help="config name: configs/trainers/TRAINER/CFG.yaml")
+    parser.add_argument("cfg", help="config name: configs/trainers/TRAINER/CFG.yaml ('' for the trainer's default "
+                        "for the protocol, from its protocol_defaults.json)")
     parser.add_argument("--datasets", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--shots", type=int, default=16, help="shots for base2new, xd, dg, gzsl")

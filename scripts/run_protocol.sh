@@ -36,11 +36,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common/env.sh"
 export DATA OUTPUT
 
-COOP_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
-GZSL_DATASETS="cub awa2 sun_gzsl flo"
-
 usage() {
     sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     echo "error: $1" >&2
@@ -58,31 +53,14 @@ while [ $# -gt 0 ] && [[ "$1" == --* ]]; do
 done
 [ $# -ge 2 ] || usage "give PROTOCOL and TRAINER"
 PROTOCOL=$1; TRAINER=$2; shift 2
-case "$PROTOCOL" in
-    base2new) SCRIPT=base2new_train.sh; DEFAULT_DATASETS=$COOP_DATASETS ;;
-    fewshot)  SCRIPT=few_shot.sh;       DEFAULT_DATASETS=$COOP_DATASETS ;;
-    xd)       SCRIPT=xd_train.sh;       DEFAULT_DATASETS=$XD_TARGETS ;;
-    dg)       SCRIPT=xd_train.sh;       DEFAULT_DATASETS=$DG_TARGETS ;;
-    gzsl)     SCRIPT=gzsl.sh;           DEFAULT_DATASETS=$GZSL_DATASETS ;;
-    *) usage "unknown PROTOCOL '$PROTOCOL'; choose base2new, xd, dg, fewshot or gzsl" ;;
-esac
+# The protocol's datasets and the trainer's default config come from clipadapt/protocols.py.
+DEFAULT_DATASETS=$(python -m clipadapt.protocols datasets "$PROTOCOL" 2>&1) || usage "${DEFAULT_DATASETS#error: }"
 [ -d "configs/trainers/$TRAINER" ] || usage "no configs/trainers/$TRAINER/ (trainers with configs: $(ls configs/trainers | tr '\n' ' '))"
-
-# wrapper_cfg TRAINER SCRIPT: the CFG default of the scripts/<method>/SCRIPT that calls common/SCRIPT TRAINER.
-wrapper_cfg() {
-    local f cfg
-    for f in scripts/*/"$2"; do
-        [ "$f" = "scripts/common/$2" ] && continue
-        cfg=$(grep -oE "common/$2\" +$1 +\"\\\$\{CFG:-[^}\"]+\}\"" "$f" | sed -E 's/.*CFG:-([^}]+)\}"$/\1/') || true
-        if [ -n "$cfg" ]; then echo "${cfg%%$'\n'*}"; return 0; fi
-    done
-}
 
 CFG=""
 if [ $# -gt 0 ] && [[ "$1" != *.* ]]; then CFG=$1; shift; fi
 if [ -z "$CFG" ]; then
-    CFG=$(wrapper_cfg "$TRAINER" "$SCRIPT")
-    [ -n "$CFG" ] || usage "no scripts/<method>/$SCRIPT runs $TRAINER, so there is no default config: pass CFG"
+    CFG=$(python -m clipadapt.protocols default-config "$TRAINER" "$PROTOCOL" 2>&1) || usage "${CFG#error: }"
 fi
 [ -f "configs/trainers/$TRAINER/$CFG.yaml" ] || \
     usage "configs/trainers/$TRAINER/$CFG.yaml not found (have: $(cd "configs/trainers/$TRAINER" && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' '))"

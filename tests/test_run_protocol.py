@@ -57,7 +57,11 @@ def test_base2new_runs_every_seed_prints_the_table_and_skips_finished_runs(shape
 
 def test_unknown_protocol_or_config_says_what_exists(tmp_path):
     proc = run_protocol(["cross", "CoOp"], tmp_path, tmp_path)
-    assert proc.returncode == 2 and "choose base2new, xd, dg, fewshot or gzsl" in proc.stderr
+    assert proc.returncode == 2 and "unknown protocol 'cross'; choose base2new, fewshot, xd, dg, gzsl" in proc.stderr
+    # SHIP declares no few-shot default (its paper has no few-shot protocol): one line naming the file
+    proc = run_protocol(["fewshot", "SHIP"], tmp_path, tmp_path)
+    assert proc.returncode == 2 and "SHIP has no default config for fewshot in " in proc.stderr
+    assert "protocol_defaults.json (it has: base2new, xd, dg, gzsl); pass CFG" in proc.stderr
     proc = run_protocol(["gzsl", "CoOp", "vit_b99"], tmp_path, tmp_path)
     assert proc.returncode == 2 and "vit_b99.yaml not found" in proc.stderr and "vit_b16_ctxv1" in proc.stderr
 
@@ -94,3 +98,19 @@ def test_coop_gzsl_trainer_sees_only_seen_labels_and_prompts_them(shapes_root, t
     assert trainer.prompt_learner.classnames == dataset.base_classnames
     trainer.prepare_eval()
     assert trainer.prompt_learner.classnames == dataset.all_classnames
+
+
+def test_protocol_defaults_are_declared_once_and_the_wrappers_use_them():
+    # Each wrapper script passes no config of its own: the default is the trainer's protocol_defaults.json,
+    # so scripts/coop/base2new_train.sh and scripts/coop/base2new_test.sh cannot disagree.
+    from clipadapt import protocols, runs
+    wrappers = [p for p in Path(REPO, "scripts").glob("*/*.sh") if "/../common/" in p.read_text()]
+    assert len(wrappers) > 30
+    for script in wrappers:
+        assert not re.search(r'common/\S+" +\w+ +"\$\{CFG:-[^}]', script.read_text()), script
+    assert protocols.default_config("CoOp", "base2new") == "vit_b16_ctxv1"
+    assert protocols.default_config("CoOp", "xd") == protocols.default_config("CoOp", "dg") == "vit_b16_ep50_ctxv1"
+    spec = runs.protocol_run("base2new_test", "CoOp", "", "eurosat", 1, 16, [])
+    assert spec.config_name == "vit_b16_ctxv1" and spec.model_from.config_name == "vit_b16_ctxv1"
+    with pytest.raises(protocols.ProtocolError, match="no default configs for trainer 'NoSuch'"):
+        protocols.default_config("NoSuch", "base2new")

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/clip_adapter/base2new_test.sh DATASET SEED [KEY VALUE ...]  (same CFG as the training run)
-exec bash "$(dirname "$0")/../common/base2new_test.sh" CLIPAdapter "${CFG:-vit_b16_base2new}" "$@"
+exec bash "$(dirname "$0")/../common/base2new_test.sh" CLIPAdapter "${CFG:-}" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/clip_adapter/base2new_train.sh DATASET SEED [KEY VALUE ...]  (CFG=... to change the config)
-exec bash "$(dirname "$0")/../common/base2new_train.sh" CLIPAdapter "${CFG:-vit_b16_base2new}" "$@"
+exec bash "$(dirname "$0")/../common/base2new_train.sh" CLIPAdapter "${CFG:-}" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/clip_adapter/gzsl.sh DATASET SEED [KEY VALUE ...]
-exec bash "$(dirname "$0")/../common/gzsl.sh" CLIPAdapter "${CFG:-vit_b16_base2new}" "$@"
+exec bash "$(dirname "$0")/../common/gzsl.sh" CLIPAdapter "${CFG:-}" "$@"

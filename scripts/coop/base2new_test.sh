@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/coop/base2new_test.sh DATASET SEED [KEY VALUE ...]
-exec bash "$(dirname "$0")/../common/base2new_test.sh" CoOp "${CFG:-vit_b16_ctxv1}" "$@"
+exec bash "$(dirname "$0")/../common/base2new_test.sh" CoOp "${CFG:-}" "$@"

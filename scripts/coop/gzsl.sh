@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/coop/gzsl.sh DATASET SEED [KEY VALUE ...]
-exec bash "$(dirname "$0")/../common/gzsl.sh" CoOp "${CFG:-vit_b16_ctxv1}" "$@"
+exec bash "$(dirname "$0")/../common/gzsl.sh" CoOp "${CFG:-}" "$@"

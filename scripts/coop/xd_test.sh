@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/coop/xd_test.sh DATASET SEED [KEY VALUE ...]
-exec bash "$(dirname "$0")/../common/xd_test.sh" CoOp "${CFG:-vit_b16_ep50_ctxv1}" "$@"
+exec bash "$(dirname "$0")/../common/xd_test.sh" CoOp "${CFG:-}" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/coop/xd_train.sh SEED [KEY VALUE ...]  (ImageNet, all classes, 16 shots)
-exec bash "$(dirname "$0")/../common/xd_train.sh" CoOp "${CFG:-vit_b16_ep50_ctxv1}" "$@"
+exec bash "$(dirname "$0")/../common/xd_train.sh" CoOp "${CFG:-}" "$@"

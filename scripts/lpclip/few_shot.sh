@@ -3,5 +3,5 @@
 # CoOp's lpclip backbone). C is chosen on the few-shot validation split (min(shots, 4) per class).
 DATASET=$1; shift
 for SHOTS in 1 2 4 8 16; do for SEED in 1 2 3; do
-    bash "$(dirname "$0")/../common/few_shot.sh" LinearProbeCLIP "${CFG:-rn50}" "$DATASET" "$SHOTS" "$SEED" "$@"
+    bash "$(dirname "$0")/../common/few_shot.sh" LinearProbeCLIP "${CFG:-}" "$DATASET" "$SHOTS" "$SEED" "$@"
 done; done

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/pva/base2new_test.sh DATASET SEED [KEY VALUE ...]
-exec bash "$(dirname "$0")/../common/base2new_test.sh" PVA "${CFG:-vit_b16}" "$@"
+exec bash "$(dirname "$0")/../common/base2new_test.sh" PVA "${CFG:-}" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/pva/gzsl.sh DATASET SEED [KEY VALUE ...]  (the log ends with the separation diagnostics)
-exec bash "$(dirname "$0")/../common/gzsl.sh" PVA "${CFG:-vit_b16}" "$@"
+exec bash "$(dirname "$0")/../common/gzsl.sh" PVA "${CFG:-}" "$@"

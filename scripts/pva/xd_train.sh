@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/pva/xd_train.sh SEED [KEY VALUE ...]  (ImageNet, all classes, 16 shots)
-exec bash "$(dirname "$0")/../common/xd_train.sh" PVA "${CFG:-vit_b16}" "$@"
+exec bash "$(dirname "$0")/../common/xd_train.sh" PVA "${CFG:-}" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/ship/base2new_test.sh DATASET SEED [KEY VALUE ...]  (SUB=base to re-test the base classes)
-exec bash "$(dirname "$0")/../common/base2new_test.sh" SHIP "${CFG:-vit_b16}" "$@"
+exec bash "$(dirname "$0")/../common/base2new_test.sh" SHIP "${CFG:-}" "$@"

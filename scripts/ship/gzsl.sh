@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/ship/gzsl.sh DATASET SEED [KEY VALUE ...]: seen = base (images), unseen = new (names only)
-exec bash "$(dirname "$0")/../common/gzsl.sh" SHIP "${CFG:-vit_b16}" "$@"
+exec bash "$(dirname "$0")/../common/gzsl.sh" SHIP "${CFG:-}" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/ship/xd_test.sh DATASET SEED [KEY VALUE ...]
-exec bash "$(dirname "$0")/../common/xd_test.sh" SHIP "${CFG:-vit_b16_imagenet}" "$@"
+exec bash "$(dirname "$0")/../common/xd_test.sh" SHIP "${CFG:-}" "$@"

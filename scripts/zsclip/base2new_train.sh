@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/zsclip/base2new_train.sh DATASET SEED [KEY VALUE ...]  (CFG=... to change the config)
-exec bash "$(dirname "$0")/../common/base2new_train.sh" ZeroshotCLIP "${CFG:-vit_b16}" "$@"
+exec bash "$(dirname "$0")/../common/base2new_train.sh" ZeroshotCLIP "${CFG:-}" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/zsclip/gzsl.sh DATASET SEED [KEY VALUE ...]
-exec bash "$(dirname "$0")/../common/gzsl.sh" ZeroshotCLIP "${CFG:-vit_b16}" "$@"
+exec bash "$(dirname "$0")/../common/gzsl.sh" ZeroshotCLIP "${CFG:-}" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # bash scripts/zsclip/xd_test.sh DATASET SEED [KEY VALUE ...]
-exec bash "$(dirname "$0")/../common/xd_test.sh" ZeroshotCLIP "${CFG:-vit_b16}" "$@"
+exec bash "$(dirname "$0")/../common/xd_test.sh" ZeroshotCLIP "${CFG:-}" "$@"
