@@ -6,7 +6,6 @@
         --output-dir output/eurosat/CoOp/seed1 DATASET.NUM_SHOTS 16
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import time
@@ -21,8 +20,8 @@ from clipadapt.config import ConfigError, build_config, check_names, check_value
 from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.data import DatasetError
 from clipadapt.loading import UnreadableImageError
-from clipadapt.checkpoints import CheckpointError, load_training_checkpoint, resume_pointers
-from clipadapt.checkpoints import resume_config_problem
+from clipadapt.checkpoints import (CheckpointError, load_training_checkpoint, model_files, resume_config_problem,
+                                   resume_hint, resume_pointers)
 from clipadapt.locks import RunLock, RunLockedError
 from clipadapt.run_folder import remove_temp_files, write_error_message
 
@@ -94,32 +93,19 @@ def check_model_dir(args, cfg):
         if args.load_epoch is not None:
             raise ConfigError("--load-epoch was given without --model-dir: name the training run's output folder.")
         return
-    if not osp.isdir(args.model_dir):
-        raise ConfigError(f'--model-dir "{args.model_dir}" does not exist. Train first, or pass the output folder '
-                          "of the training run.")
-    subdirs = [d for d in sorted(os.listdir(args.model_dir)) if osp.isdir(osp.join(args.model_dir, d))]
-    saved = sorted({f for d in subdirs for f in os.listdir(osp.join(args.model_dir, d)) if f.startswith("model")})
-    wanted = "model-best.pth.tar" if args.load_epoch is None else f"model.pth.tar-{args.load_epoch}"
-    if wanted not in saved:
-        inside = sorted(f for f in os.listdir(args.model_dir) if f.startswith("model"))
-        if inside and not saved:  # the model's own folder was given instead of the run's
-            raise ConfigError(f'--model-dir "{args.model_dir}" is a model folder (it holds {inside}); pass the '
-                              f'training run\'s output folder, its parent "{osp.dirname(osp.abspath(args.model_dir))}".')
-        raise ConfigError(f'--model-dir "{args.model_dir}" has no {wanted}; it has {saved or "no checkpoints"}. '
-                          "Pass --load-epoch with one of the saved epochs.")
-    for d in subdirs:
-        if osp.isfile(osp.join(args.model_dir, d, wanted)):
-            check_checkpoint_file(osp.join(args.model_dir, d, wanted), cfg)
+    try:
+        files = model_files(args.model_dir, args.load_epoch)
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from None
+    for fpath in files.values():
+        check_checkpoint_file(fpath, cfg)
 
 
 def check_resume_dir(cfg):
     """Fail before any work when training would resume from a checkpoint it cannot use."""
     directory = cfg.RESUME or cfg.OUTPUT_DIR
     for name, fpath in resume_pointers(directory).items():
-        pointer = osp.join(directory, name, "checkpoint")
-        checkpoint = check_checkpoint_file(fpath, cfg, hint=(
-            f' Training would resume from it. To resume from an earlier epoch, write that epoch\'s file name '
-            f'(model.pth.tar-N) into "{pointer}"; or train into a new --output-dir.'))
+        checkpoint = check_checkpoint_file(fpath, cfg, hint=resume_hint(directory, name))
         problem = resume_config_problem(checkpoint, cfg, fpath)
         if problem:
             raise ConfigError(problem)

@@ -170,7 +170,7 @@ def checkpoint_tensor_problem(checkpoint, fpath):
     if not what:
         return None
     return (f'Checkpoint "{fpath}" holds weights that no training run saves: {what}. The file was damaged or '
-            "overwritten; use another epoch (--load-epoch, or the model.pth.tar-N named in the checkpoint pointer) "
+            "overwritten; use another epoch (--load-epoch, or the " + EPOCH_FILE_PREFIX + "N named in the checkpoint pointer) "
             "or retrain.")
 
 
@@ -293,12 +293,58 @@ def load_state_without_derived(model, state_dict, fpath, name):
         raise CheckpointError(f'Checkpoint "{fpath}" does not fit model "{name}" of this run: {exc}') from exc
 
 
+# Dassl's checkpoint files, spelled here only: RUN/<model>/model.pth.tar-<epoch>, RUN/<model>/model-best.pth.tar,
+# and the pointer RUN/<model>/checkpoint naming the file saved last (where a resume starts).
+EPOCH_FILE_PREFIX = "model.pth.tar-"
+BEST_FILE = "model-best.pth.tar"
+POINTER_FILE = "checkpoint"
+
+
+def checkpoint_file_name(epoch=None):
+    """model.pth.tar-<epoch>, or model-best.pth.tar for epoch None."""
+    return BEST_FILE if epoch is None else f"{EPOCH_FILE_PREFIX}{epoch}"
+
+
+def pointer_path(directory, name):
+    return osp.join(directory, name, POINTER_FILE)
+
+
+def resume_hint(directory, name):
+    """What to do when the checkpoint a resume would start from cannot be used."""
+    return (f" Training would resume from it. To resume from an earlier epoch, write that epoch's file name "
+            f'({EPOCH_FILE_PREFIX}N) into "{pointer_path(directory, name)}"; or train into a new --output-dir.')
+
+
+def model_files(directory, epoch=None, names=None):
+    """{model name: checkpoint file} to evaluate the run in `directory` at `epoch` (None: the best model);
+    `names` None: every model sub-folder that holds checkpoints. CheckpointError names what is missing
+    and what is there."""
+    if not osp.isdir(directory):
+        raise CheckpointError(f'--model-dir "{directory}" does not exist. Train first, or pass the output folder '
+                              "of the training run.")
+    wanted = checkpoint_file_name(epoch)
+    subdirs = [d for d in sorted(os.listdir(directory)) if osp.isdir(osp.join(directory, d))]
+    saved = sorted({f for d in subdirs for f in os.listdir(osp.join(directory, d)) if f.startswith("model")})
+    if names is None:
+        names = [d for d in subdirs if osp.isfile(osp.join(directory, d, wanted))] if wanted in saved else []
+    missing = [n for n in names if not osp.isfile(osp.join(directory, n, wanted))]
+    if missing or not names:
+        inside = sorted(f for f in os.listdir(directory) if f.startswith("model"))
+        if inside and not saved:  # the model's own folder was given instead of the run's
+            raise CheckpointError(f'--model-dir "{directory}" is a model folder (it holds {inside}); pass the '
+                                  f'training run\'s output folder, its parent "{osp.dirname(osp.abspath(directory))}".')
+        which = f"{missing[0]}/{wanted}" if missing and wanted in saved else wanted
+        raise CheckpointError(f'--model-dir "{directory}" has no {which}; it has {saved or "no checkpoints"}. '
+                              "Pass --load-epoch with one of the saved epochs.")
+    return {name: osp.join(directory, name, wanted) for name in names}
+
+
 def resume_pointers(directory):
     """{model name: checkpoint file} named by the `<directory>/<model>/checkpoint` pointer files."""
     pointers = {}
     if osp.isdir(directory):
         for name in sorted(os.listdir(directory)):
-            pointer = osp.join(directory, name, "checkpoint")
+            pointer = pointer_path(directory, name)
             if osp.isfile(pointer):
                 with open(pointer) as f:
                     pointers[name] = osp.join(directory, name, f.read().strip())
@@ -363,10 +409,10 @@ class CheckpointMixin:
                 "meta": self.checkpoint_meta(),
                 "rng": self.rng_state(),
             }
-            fname = "model-best.pth.tar" if is_best else (model_name or f"model.pth.tar-{epoch + 1}")
+            fname = BEST_FILE if is_best else (model_name or checkpoint_file_name(epoch + 1))
             fpath = osp.join(directory, name, fname)
             atomic_torch_save(checkpoint, fpath)
-            atomic_write_text(osp.join(directory, name, "checkpoint"), f"{fname}\n")
+            atomic_write_text(pointer_path(directory, name), f"{fname}\n")
             print(f"Checkpoint saved to {fpath}")
 
     def resume_model_if_exist(self, directory):
@@ -381,14 +427,12 @@ class CheckpointMixin:
         if len(set(epochs.values())) > 1 and None not in epochs.values():
             # Killed between saving one model and the next: go back to the last epoch all models saved.
             common = min(epochs.values())
-            files = {name: osp.join(directory, name, f"model.pth.tar-{common}") for name in names}
+            files = {name: osp.join(directory, name, checkpoint_file_name(common)) for name in names}
             print(f"The models' last checkpoints differ ({epochs}); resuming all from epoch {common}")
         start_epoch = 0
         for name in names:
             fpath = files[name]
-            checkpoint = self._load_usable(fpath, hint=(
-                f' Training would resume from it. To resume from an earlier epoch, write that epoch\'s file name '
-                f'(model.pth.tar-N) into "{osp.join(directory, name, "checkpoint")}"; or train into a new --output-dir.'))
+            checkpoint = self._load_usable(fpath, hint=resume_hint(directory, name))
             problem = resume_config_problem(checkpoint, self.cfg, fpath)  # another dataset or config: refuse
             if problem:
                 raise CheckpointError(problem)
@@ -401,7 +445,7 @@ class CheckpointMixin:
             if checkpoint.get("rng") is not None:
                 self.set_rng_state(checkpoint["rng"])
             print(f'Loaded model weights from "{fpath}" (epoch = {start_epoch})')
-        best = osp.join(directory, names[0], "model-best.pth.tar")
+        best = osp.join(directory, names[0], BEST_FILE)
         if osp.exists(best):  # so a worse epoch after the restart does not replace the best model
             val_result = self._load_usable(best).get("val_result")
             if isinstance(val_result, (int, float)):
@@ -424,24 +468,7 @@ class CheckpointMixin:
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
-        if not osp.isdir(directory):
-            raise FileNotFoundError(
-                f'--model-dir "{directory}" does not exist. Pass the output folder of the training run '
-                "(the one holding the model sub-folder with model.pth.tar-N files)."
-            )
-        names = self.get_model_names()
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in names:
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                sub = osp.join(directory, name)
-                found = sorted(f for f in os.listdir(sub) if f.startswith("model")) if osp.isdir(sub) else []
-                where = (f"that folder has {found}" if found else
-                         f'"{sub}" has no checkpoints' + ("" if osp.isdir(sub) else " (folder missing)"))
-                raise FileNotFoundError(
-                    f'No checkpoint "{model_path}": {where}. Use --load-epoch with one of the saved epochs '
-                    "(model.pth.tar-N), or check --model-dir."
-                )
+        for name, model_path in model_files(directory, epoch, self.get_model_names()).items():
             checkpoint = self._load_usable(model_path)
             self.load_state_into(name, checkpoint["state_dict"], model_path)
             val_result = checkpoint.get("val_result")
@@ -451,8 +478,7 @@ class CheckpointMixin:
 
 def _epoch_of(fpath):
     """N of a "model.pth.tar-N" file name, else None."""
-    base = osp.basename(fpath)
-    prefix = "model.pth.tar-"
+    base, prefix = osp.basename(fpath), EPOCH_FILE_PREFIX
     return int(base[len(prefix):]) if base.startswith(prefix) and base[len(prefix):].isdigit() else None
 
 

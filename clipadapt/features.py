@@ -8,17 +8,11 @@ see half a file), and a lock file makes a second process wait for the first inst
 the work.
 The lock is clipadapt.locks.file_lock.
 """
-import contextlib
-import errno
 import glob
 import hashlib
 import json
 import os
 import os.path as osp
-import socket
-import threading
-import time
-import uuid
 
 import torch
 from torch.utils.data import DataLoader, Dataset

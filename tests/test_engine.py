@@ -173,3 +173,26 @@ def test_every_trainer_refuses_an_unknown_precision_by_its_key(tmp_path, trainer
                    [f"TRAINER.{cls.CONFIG_NODE}.PREC", "fp8"])
     with pytest.raises(ValueError, match=rf'^TRAINER\.{cls.CONFIG_NODE}\.PREC "fp8" must be fp16, fp32, bf16 or amp$'):
         cls(cfg)
+
+
+def test_one_checkpoint_lookup_for_train_py_and_the_trainers(tmp_path):
+    # train.py's up-front check and CheckpointMixin.load_model both call model_files: the same files, the same message.
+    from clipadapt.checkpoints import CheckpointError, checkpoint_file_name, model_files
+    run = tmp_path / "run"
+    for name in ("prompt_learner", "meta_net"):
+        (run / name).mkdir(parents=True)
+    for epoch in (1, 2):
+        (run / "prompt_learner" / checkpoint_file_name(epoch)).write_bytes(b"")
+    (run / "meta_net" / checkpoint_file_name(1)).write_bytes(b"")
+    assert checkpoint_file_name(2) == "model.pth.tar-2" and checkpoint_file_name() == "model-best.pth.tar"
+    assert model_files(str(run), 1) == {n: str(run / n / "model.pth.tar-1") for n in ("meta_net", "prompt_learner")}
+    assert model_files(str(run), 2) == {"prompt_learner": str(run / "prompt_learner" / "model.pth.tar-2")}
+    with pytest.raises(CheckpointError, match=r"has no meta_net/model.pth.tar-2; it has \['model.pth.tar-1', "
+                                              r"'model.pth.tar-2'\]. Pass --load-epoch"):
+        model_files(str(run), 2, names=["meta_net", "prompt_learner"])
+    with pytest.raises(CheckpointError, match="has no model-best.pth.tar; it has"):
+        model_files(str(run))
+    with pytest.raises(CheckpointError, match=f'is a model folder .*its parent "{run}"'):
+        model_files(str(run / "prompt_learner"), 1)
+    with pytest.raises(CheckpointError, match="does not exist. Train first"):
+        model_files(str(tmp_path / "nowhere"))

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ...checkpoints import CheckpointMixin
+from ...checkpoints import BEST_FILE, CheckpointMixin
 from .utils import AverageMeter, MetricMeter, mkdir_if_missing
 
 class TrainerBase(CheckpointMixin):
@@ -200,7 +200,7 @@ class SimpleTrainer(TrainerBase):
             is_best = curr_result > self.best_result
             if is_best:
                 self.best_result = curr_result
-                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name="model-best.pth.tar")
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_FILE)
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)
 
