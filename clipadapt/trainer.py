@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from .checkpoints import (CheckpointError, check_weights, load_checkpoint, load_state_without_derived,
                           weights_fingerprint)
-from .clip import (TextEncoder, check_input_config, compute_dtype, embed_dim, input_size, load_clip_from_cfg,
-                   precision_dtype, precision_key, prompts_for, state_dict_digest)
+from .clip import (PRECISIONS, TextEncoder, check_input_config, compute_dtype, embed_dim, input_size,
+                   load_clip_from_cfg, precision_dtype, precision_key, prompts_for, state_dict_digest)
 from .engine import CheckpointMixin, TrainerX, build_data_loader, build_transform
 from .evaluation import GZSLClassification
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
@@ -30,7 +30,6 @@ from .loading import IndexDataset
 _BASES = (TrainerX,) if issubclass(TrainerX, CheckpointMixin) else (CheckpointMixin, TrainerX)
 
 
-PRECISIONS = ("fp16", "fp32", "bf16", "amp")  # values of a trainer node's PREC key
 
 
 class ClipTrainer(*_BASES):

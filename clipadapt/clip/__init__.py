@@ -1,5 +1,5 @@
 """CLIP backend: loading (open_clip), the cut text encoder, prompt construction and templates."""
-from .loader import (COOP_NAMES, MODEL_CONFIG_DIR, BackboneSpec, build_clip, check_input_config,
+from .loader import (COOP_NAMES, MODEL_CONFIG_DIR, PRECISIONS, BackboneSpec, build_clip, check_input_config,
                      compute_dtype, embed_dim, input_size, load_clip, load_clip_from_cfg, precision_dtype,
                      precision_key, register_model_configs, resolve_backbone, state_dict_digest)
 from .prompts import PromptLearner
