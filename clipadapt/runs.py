@@ -58,6 +58,7 @@ NON_IDENTITY_KEYS = {
     "TEST.NO_TEST": "whether the final test runs, not what is learned",
     "TEST.PER_CLASS_RESULT": "extra report lines beside the result",
     "TEST.COMPUTE_CMAT": "an extra confusion matrix beside the result",
+    "TRAINER.COCOOP.EVAL_TEXT_BATCH": "prompts per text-encoder pass at evaluation: memory only",
 }
 TAG_MAX_CHARS = 64
 

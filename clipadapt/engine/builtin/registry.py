@@ -35,10 +35,11 @@ class Registry:
 
 def unknown_name_message(kind, name, available):
     """One sentence naming the unknown name, the closest registered one and all of them."""
-    close = difflib.get_close_matches(str(name), list(available), n=1, cutoff=0.4)
     lowered = {a.lower(): a for a in available}
-    if not close and str(name).lower() in lowered:
+    if str(name).lower() in lowered:  # a wrong case beats any fuzzy match ("Coop" is CoOp, not CoCoOp)
         close = [lowered[str(name).lower()]]
+    else:
+        close = difflib.get_close_matches(str(name), list(available), n=1, cutoff=0.4)
     hint = f' Did you mean "{close[0]}"?' if close else ""
     return (f'Unknown {kind} "{name}".{hint} Registered: {", ".join(sorted(available)) or "(none)"}')
 
