@@ -15,7 +15,7 @@ import torch
 import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
 from clipadapt import runs
-from clipadapt.clip import BackboneError
+from clipadapt.clip import BackboneError, DeepPromptError
 from clipadapt.config import ConfigError, build_config, check_names, check_values
 from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.data import DatasetError
@@ -173,7 +173,8 @@ def main(args):
     try:
         remove_temp_files(cfg.OUTPUT_DIR)
         run(args, cfg, started)
-    except (FloatingPointError, UnreadableImageError, CheckpointError, DatasetError, BackboneError) as exc:
+    except (FloatingPointError, UnreadableImageError, CheckpointError, DatasetError, BackboneError, DeepPromptError,
+            ConfigError) as exc:
         fail(f"error: {exc}")
     except OSError as exc:
         message = write_error_message(exc)

@@ -34,6 +34,9 @@ _BASES = (TrainerX,) if issubclass(TrainerX, CheckpointMixin) else (CheckpointMi
 
 class ClipTrainer(*_BASES):
     CONFIG_NODE = None  # the trainer's node under cfg.TRAINER, e.g. "COOP"
+    # A trainer that prompts the image encoder (MaPLe, IVLP) gets images in its batches, never cached
+    # features: its image features change with every step.
+    PROMPTS_IMAGE_ENCODER = False
 
     @classmethod
     def add_config(cls, cfg):
@@ -94,7 +97,10 @@ class ClipTrainer(*_BASES):
     # ----- data: image features in place of images -------------------------------------------------
     def build_data_loader(self):
         super().build_data_loader()
-        self.use_feature_cache = bool(self.cfg.FEATURES.CACHE)
+        self.use_feature_cache = bool(self.cfg.FEATURES.CACHE) and not self.PROMPTS_IMAGE_ENCODER
+        if self.cfg.FEATURES.CACHE and self.PROMPTS_IMAGE_ENCODER:
+            print(f"Feature cache not used: {type(self).__name__} prompts the image encoder, so images are encoded "
+                  "at every step")
         self._split_data = {"train_x": self.dm.dataset.train_x, "val": self.dm.dataset.val,
                             "test": self.dm.dataset.test}
         self._features = {}
@@ -250,7 +256,13 @@ class ClipTrainer(*_BASES):
         n_views = self.cfg.FEATURES.TRAIN_VIEWS
         return epoch % n_views if n_views > 0 else epoch
 
+    def parse_batch_images(self, batch):
+        """(images in the image encoder's dtype, labels), for a trainer that runs the encoder itself."""
+        return batch["img"].to(self.device, compute_dtype(self.clip_model.visual)), batch["label"].to(self.device)
+
     def parse_batch_train(self, batch):
+        if self.PROMPTS_IMAGE_ENCODER:
+            return self.parse_batch_images(batch)
         label = batch["label"].to(self.device)
         if self.use_feature_cache:
             feats = self.cached_features("train_x", self.train_view_index(self.epoch))[batch["index"].to(self.device)]
@@ -259,6 +271,8 @@ class ClipTrainer(*_BASES):
         return feats, label
 
     def parse_batch_test(self, batch):
+        if self.PROMPTS_IMAGE_ENCODER:
+            return self.parse_batch_images(batch)
         label = batch["label"].to(self.device)
         if self.use_feature_cache:
             return self.cached_features(self._eval_split)[batch["index"].to(self.device)], label

@@ -17,7 +17,7 @@ def n_tokens(tokenizer, text):
 
 class PromptLearner(nn.Module):
     def __init__(self, text_encoder, tokenizer, classnames, n_ctx=16, ctx_init="", csc=False,
-                 position="end", init_std=0.02, dtype=torch.float32):
+                 position="end", init_std=0.02, dtype=torch.float32, init_tail_fixed=False):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f'Class token position "{position}" is not one of {POSITIONS}')
@@ -29,7 +29,9 @@ class PromptLearner(nn.Module):
         width = self.token_embedding.weight.shape[1]
         if ctx_init:
             ctx_init = ctx_init.replace("_", " ")
-            n_ctx = n_tokens(tokenizer, ctx_init)
+            # init_tail_fixed (MaPLe's): only the first n_ctx tokens of the init are learned, the words after
+            # them stay in the prompt as fixed text ("a photo" learned, "of a" kept). Else all are learned.
+            n_ctx = min(n_ctx, n_tokens(tokenizer, ctx_init)) if init_tail_fixed else n_tokens(tokenizer, ctx_init)
             with torch.no_grad():
                 init = self.token_embedding(tokenizer([ctx_init]).to(self.token_embedding.weight.device))
             ctx = init[0, 1:1 + n_ctx].float().cpu()

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .deep_prompts import TEXT_SLOT, run_blocks
 from .loader import compute_dtype
 
 
@@ -34,12 +35,17 @@ class TextEncoder(nn.Module):
         """The transformer's weight dtype (fp16 in CoOp's fp16; positional_embedding stays fp32 there)."""
         return compute_dtype(self.transformer)
 
-    def forward(self, prompts, tokenized):
-        """prompts: (n, L, width) token embeddings; tokenized: (n, L) ids. Returns (n, embed_dim)."""
+    def forward(self, prompts, tokenized, deep_prompts=()):
+        """prompts: (n, L, width) token embeddings; tokenized: (n, L) ids; deep_prompts[i]: (n_ctx, width)
+        replacing tokens 1..n_ctx before layer i, or None (clipadapt.clip.deep_prompts). Returns (n, embed_dim)."""
         eot = eot_positions(tokenized)
         length = int(eot.max().item()) + 1 if self.cut else prompts.shape[1]
         x = prompts[:, :length].to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
-        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        mask = self.attn_mask[:length, :length]
+        if any(p is not None for p in deep_prompts):
+            x = run_blocks(self.transformer, x, deep_prompts, TEXT_SLOT, attn_mask=mask)
+        else:
+            x = self.transformer(x, attn_mask=mask)
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot]
         if isinstance(self.text_projection, nn.Linear):
