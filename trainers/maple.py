@@ -12,13 +12,11 @@ Widths come from the model, so any open_clip ViT works (the released code hard-c
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from clipadapt.clip import DeepPromptError, PromptLearner, check_prompted_vision, clone_linear, encode_image_prompted, vision_width
-from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
-from clipadapt.trainer import ClipTrainer
+from clipadapt.clip import PromptLearner, clone_linear, vision_width
+from clipadapt.engine import TRAINER_REGISTRY
+from clipadapt.prompted_trainer import DeepPromptTrainer
 
-MODEL_NAME = "MultiModalPromptLearner"  # the released run folders' model name
 RELEASED_PREFIX = "prompt_learner."  # the released checkpoint holds the whole CustomCLIP
 
 
@@ -47,9 +45,9 @@ class MultiModalPromptLearner(PromptLearner):
 
 
 @TRAINER_REGISTRY.register()
-class MaPLe(ClipTrainer):
+class MaPLe(DeepPromptTrainer):
     CONFIG_NODE = "MAPLE"
-    PROMPTS_IMAGE_ENCODER = True
+    MODEL_NAME = "MultiModalPromptLearner"  # the released run folders' model name
 
     @staticmethod
     def config_defaults(node):
@@ -65,56 +63,13 @@ class MaPLe(ClipTrainer):
     def build_model(self):
         node = self.method_cfg
         self.load_clip()
-        visual = self.clip_model.visual
-        check_prompted_vision(visual)
-        layers = min(len(self.clip_model.transformer.resblocks), len(visual.transformer.resblocks))
-        if node.PROMPT_DEPTH > layers:
-            raise DeepPromptError(f"TRAINER.MAPLE.PROMPT_DEPTH {node.PROMPT_DEPTH} exceeds the {layers} layers of "
-                             f"{self.cfg.MODEL.BACKBONE.NAME}")
-        self.prompt_learner = MultiModalPromptLearner(
-            self.text_encoder, self.tokenizer, self.train_classnames, vision_width(visual), n_ctx=node.N_CTX,
-            ctx_init=node.CTX_INIT, depth=node.PROMPT_DEPTH, dtype=self.head_dtype)
-        self.load_init_weights(self.prompt_learner, MODEL_NAME)
-        self.optim = build_optimizer(self.prompt_learner, self.cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
-        self.register_model(MODEL_NAME, self.prompt_learner, self.optim, self.sched)
+        self.check_depth("PROMPT_DEPTH", node.PROMPT_DEPTH)
+        self.register_prompt_learner(MultiModalPromptLearner(
+            self.text_encoder, self.tokenizer, self.train_classnames, vision_width(self.clip_model.visual),
+            n_ctx=node.N_CTX, ctx_init=node.CTX_INIT, depth=node.PROMPT_DEPTH, dtype=self.head_dtype))
 
-    def features(self, images):
-        """(unit image features (B, D), unit text features (n_cls, D)) through the prompted encoders."""
-        first, text_deep, vision_deep = self.prompt_learner.deep_prompts()
-        prompts, tokenized = self.prompt_learner()
-        text = self.normalize(self.text_encoder(prompts, tokenized, text_deep).to(self.head_dtype))
-        image = self.normalize(encode_image_prompted(self.clip_model.visual, images, first, vision_deep)
-                               .to(self.head_dtype))
-        return image, text
-
-    def before_epoch(self):
-        self.prompt_learner.set_classnames(self.train_classnames)
-
-    def forward_backward(self, batch):
-        images, label = self.parse_batch_train(batch)
-        with self.autocast():
-            image, text = self.features(images)
-            output = self.logit_scale * image @ text.t()
-            loss = F.cross_entropy(output, label)
-        self.model_backward_and_update(loss)
-        self.end_of_epoch_lr_step()
-        return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
-
-    def prepare_eval(self):
-        self.prompt_learner.set_classnames(self.classnames)
-        first, text_deep, self._eval_vision_prompts = self.prompt_learner.deep_prompts()
-        self._eval_first_prompts = first
-        prompts, tokenized = self.prompt_learner()
-        self.eval_text_features = self.normalize(self.text_encoder(prompts, tokenized, text_deep).to(self.head_dtype))
-
-    def model_inference(self, images):
-        image = encode_image_prompted(self.clip_model.visual, images, self._eval_first_prompts,
-                                      self._eval_vision_prompts)
-        return self.logit_scale * self.normalize(image.to(self.head_dtype)) @ self.eval_text_features.t()
-
-    def load_state_into(self, name, state_dict, fpath):
-        """A released checkpoint holds the whole CustomCLIP: its prompt learner's entries are loaded."""
+    def released_state(self, state_dict):
+        """The released checkpoint holds the whole CustomCLIP: its prompt learner's entries are this learner."""
         if any(k.startswith(RELEASED_PREFIX) for k in state_dict):
-            state_dict = {k[len(RELEASED_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RELEASED_PREFIX)}
-        super().load_state_into(name, state_dict, fpath)
+            return {k[len(RELEASED_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RELEASED_PREFIX)}
+        return state_dict

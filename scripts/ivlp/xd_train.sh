@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# bash scripts/ivlp/xd_train.sh SEED [KEY VALUE ...]  (ImageNet, all classes, 16 shots)
+exec bash "$(dirname "$0")/../common/xd_train.sh" IVLP "${CFG:-}" "$@"
