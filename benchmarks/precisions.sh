@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DATA=${DATA:-./data}
 OUTPUT=${OUTPUT:-output/precisions}
 PRECS=${PRECS:-fp32 fp16 bf16 amp}
-TRAINERS=${TRAINERS:-ZeroshotCLIP CoOp CoCoOp KgCoOp MaPLe IVLP CLIPAdapter SHIP PVA}
+TRAINERS=${TRAINERS:-ZeroshotCLIP CoOp CoCoOp KgCoOp MaPLe IVLP PromptSRC CLIPAdapter SHIP PVA}
 SEEDS=${SEEDS:-1}
 
 LOGS="${OUTPUT}/logs"

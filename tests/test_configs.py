@@ -23,7 +23,7 @@ def test_trainer_config_merges_over_its_trainer_defaults(path):
 
 def test_every_trainer_has_configs():
     assert {os.path.basename(os.path.dirname(p)) for p in CONFIGS} >= {
-        "ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "MaPLe", "IVLP", "CLIPAdapter", "SHIP", "PVA"}
+        "ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "MaPLe", "IVLP", "PromptSRC", "CLIPAdapter", "SHIP", "PVA"}
 
 
 def test_cfg_query_without_the_repository_trainers_says_how_to_run_it(tmp_path):

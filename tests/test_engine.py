@@ -161,8 +161,8 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]  # no temporary left behind
 
 
-@pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "MaPLe", "IVLP", "CLIPAdapter",
-                                     "LinearProbeCLIP", "PVA", "SHIP"])
+@pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "MaPLe", "IVLP", "PromptSRC",
+                                     "CLIPAdapter", "LinearProbeCLIP", "PVA", "SHIP"])
 def test_every_trainer_refuses_an_unknown_precision_by_its_key(tmp_path, trainer):
     """ClipTrainer checks each trainer node's PREC once, before building anything."""
     from conftest import make_cfg

@@ -1,8 +1,8 @@
-"""The baselines equal their released code: on the same weights and inputs, our CoCoOp and KgCoOp
-give the logits, loss, score and gradients that the released modules give (KaiyangZhou/CoOp
-trainers/cocoop.py, htyao89/KgCoOp KgCoOp/trainers/kgcoop.py, run on a CPU in fp32 with their own
-clip/ packages; the numbers are in tests/fixtures/released_cocoop_kgcoop.json, which says how they
-were made). The weights are the seeded OpenAI-format ViT-B/16 of test_openai_parity.py.
+"""The baselines equal their released code: on the same weights and inputs, our CoCoOp, KgCoOp and
+MaPLe give the logits, loss, score and gradients that the released modules give (KaiyangZhou/CoOp
+trainers/cocoop.py, htyao89/KgCoOp KgCoOp/trainers/kgcoop.py, muzairkhattak/multimodal-prompt-learning
+trainers/maple.py with its clip/model.py; run on a CPU in fp32 with their own clip/ packages; the
+numbers are in tests/fixtures/released_*.json, each saying how they were made and what was patched). The weights are the seeded OpenAI-format ViT-B/16 of test_openai_parity.py.
 """
 import json
 import os.path as osp
@@ -14,12 +14,14 @@ import torch.nn.functional as F
 
 from test_openai_parity import seeded_openai_state
 
-from clipadapt.clip import PromptLearner, TextEncoder, load_clip, prompts_for
+from clipadapt.clip import PromptLearner, TextEncoder, encode_image_prompted, load_clip, prompts_for
 from trainers.cocoop import ConditionalPromptLearner, conditional_logits
 from trainers.coop import CoOp
 from trainers.kgcoop import knowledge_guided_score
+from trainers.maple import MultiModalPromptLearner
 
 FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_cocoop_kgcoop.json")
+MAPLE_FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_maple.json")
 RTOL = 1e-4  # fp32 on both sides; our text encoder is cut to the longest EOT, the released one runs 77 tokens
 DIFFS = {}  # what -> max relative difference (printed with -s)
 
@@ -47,6 +49,12 @@ def vit_b16(openai_model_py, tmp_path_factory):
 def openai_model_py():
     from test_openai_parity import _load_openai_module
     return _load_openai_module("model.py", "openai_clip_model")
+
+
+@pytest.fixture(scope="module")
+def released_maple():
+    with open(MAPLE_FIXTURE) as f:
+        return json.load(f)
 
 
 def close(ours, theirs, what):
@@ -102,6 +110,43 @@ def test_kgcoop_equals_released(vit_b16, released):
     assert loss.item() == pytest.approx(ref["loss"], rel=1e-5)
     loss.backward()
     close(learner.ctx.grad, ref["grad_ctx"], "KgCoOp grad ctx")
+
+
+@pytest.mark.parametrize("depth", [9, 3])
+def test_maple_equals_released(vit_b16, released_maple, depth):
+    ref, names = released_maple[f"depth{depth}"], released_maple["inputs"]["classnames"]
+    learner = MultiModalPromptLearner(vit_b16.encoder, vit_b16.tokenizer, names, vis_width=768, n_ctx=2,
+                                      ctx_init="a photo of a", depth=depth)
+    assert [[n, list(p.shape)] for n, p in sorted(learner.named_parameters())] == ref["prompt_learner_parameters"]
+    assert learner.tokenized_prompts.argmax(-1).tolist() == ref["tokenized_prompts_argmax"]
+    close(learner.ctx[0, :8], ref["ctx_init_first8"], f"MaPLe-{depth} ctx init")
+    g = torch.Generator().manual_seed(2)  # the fixture's rule for every other parameter
+    with torch.no_grad():
+        for name, p in sorted(learner.named_parameters()):
+            if name != "ctx":
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 224, 224)
+
+    def forward():
+        first, text_deep, vision_deep = learner.deep_prompts()
+        text = vit_b16.encoder(*learner(), text_deep)
+        image = encode_image_prompted(vit_b16.model.visual, images, first, vision_deep)
+        return image, text, vit_b16.model.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+
+    image, text, logits = forward()
+    loss = F.cross_entropy(logits, vit_b16.labels)
+    assert loss.item() == pytest.approx(ref["loss"], rel=1e-5)
+    loss.backward()
+    close(learner.ctx.grad, ref["grad_ctx"], f"MaPLe-{depth} grad ctx")
+    params = dict(learner.named_parameters())
+    for name, want in ref["grads"].items():
+        grad = params[name].grad
+        assert grad.norm().item() == pytest.approx(want["norm"], rel=RTOL), name
+        close(grad.flatten()[:16], want["first16"], f"MaPLe-{depth} grad {name}")
+    close(image[0, :8], ref["image_features_first8"], f"MaPLe-{depth} image features")
+    close(text[0, :8], ref["text_features_first8"], f"MaPLe-{depth} text features")
+    close(logits, ref["logits"], f"MaPLe-{depth} logits")
 
 
 @pytest.fixture(scope="module", autouse=True)

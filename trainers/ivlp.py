@@ -59,12 +59,11 @@ class IVLP(DeepPromptTrainer):
         node.PROMPT_DEPTH_TEXT = 9  # layers with text prompts (1: the input only)
 
     def check_cfg(self, cfg):
-        node = cfg.TRAINER.IVLP
+        node, key = cfg.TRAINER[self.CONFIG_NODE], f"TRAINER.{self.CONFIG_NODE}"
         if node.N_CTX_TEXT < 1 or node.PROMPT_DEPTH_TEXT < 1 or node.PROMPT_DEPTH_VISION < 0:
-            raise ValueError("TRAINER.IVLP.N_CTX_TEXT and PROMPT_DEPTH_TEXT must be at least 1, PROMPT_DEPTH_VISION 0 "
-                             "or more")
+            raise ValueError(f"{key}.N_CTX_TEXT and PROMPT_DEPTH_TEXT must be at least 1, PROMPT_DEPTH_VISION 0 or more")
         if node.PROMPT_DEPTH_VISION > 0 and node.N_CTX_VISION < 1:
-            raise ValueError("TRAINER.IVLP.N_CTX_VISION must be at least 1 when PROMPT_DEPTH_VISION is set")
+            raise ValueError(f"{key}.N_CTX_VISION must be at least 1 when PROMPT_DEPTH_VISION is set")
 
     def build_model(self):
         node = self.method_cfg

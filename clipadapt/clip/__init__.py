@@ -4,6 +4,6 @@ from .loader import (COOP_NAMES, MODEL_CONFIG_DIR, PRECISIONS, BackboneSpec, bui
                      compute_dtype, embed_dim, input_size, load_clip, load_clip_from_cfg, precision_dtype,
                      precision_key, register_model_configs, resolve_backbone, state_dict_digest)
 from .prompts import PromptLearner
-from .templates import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES_SELECT, prompts_for, template_for
+from .templates import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES, IMAGENET_TEMPLATES_SELECT, prompts_for, template_for
 from .text import TextEncoder
 from .weights import BackboneError

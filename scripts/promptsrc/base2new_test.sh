@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# bash scripts/promptsrc/base2new_test.sh DATASET SEED [KEY VALUE ...]
+exec bash "$(dirname "$0")/../common/base2new_test.sh" PromptSRC "${CFG:-}" "$@"

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# bash scripts/promptsrc/base2new_train.sh DATASET SEED [KEY VALUE ...]  (CFG=... to change the config)
+exec bash "$(dirname "$0")/../common/base2new_train.sh" PromptSRC "${CFG:-}" "$@"

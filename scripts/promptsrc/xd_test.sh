@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# bash scripts/promptsrc/xd_test.sh DATASET SEED [KEY VALUE ...]  (a cross-dataset or domain-generalization target)
+exec bash "$(dirname "$0")/../common/xd_test.sh" PromptSRC "${CFG:-}" "$@"

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# bash scripts/promptsrc/xd_train.sh SEED [KEY VALUE ...]  (ImageNet, all classes, 16 shots)
+exec bash "$(dirname "$0")/../common/xd_train.sh" PromptSRC "${CFG:-}" "$@"
