@@ -10,6 +10,13 @@ Sections (random weights: speed does not depend on weight values):
   coop_step one CoOp training step on 1000 classes, batch 32: reference-style (image encoder every
             step, all prompts at 77 tokens) vs ours (cached image features, cut prompts); time and
             peak memory.
+  cocoop_step one CoCoOp training step (batch --cocoop-batch, default the released 1), at each of
+            --step-classes: reference-style (image encoder every step, B x n_cls prompts at 77 tokens in one
+            pass, as the released code) vs ours (cached image features, prompts cut to the longest EOT);
+            and one evaluation batch of 100 images (reference: all 100 x n_cls prompts in one pass; ours:
+            passes of EVAL_TEXT_BATCH prompts), time and peak memory.
+  maple_step one MaPLe training step (batch 4, depth 9): the prompted image encoder runs in both; the
+            text side at 77 tokens (reference) vs cut (ours).
   base2new  a full base-to-new run (train on base, test base, test new) per trainer through
             train.py on real EuroSAT (../shared/data): reference-style (FEATURES.CACHE False,
             MODEL.CUT_TEXT_TOKENS False) vs ours (cold and warm feature cache), wall time and the
@@ -145,6 +152,105 @@ def bench_coop_step(args, device):
             "ref_peak_gib": m_ref, "ours_peak_gib": m_ours, "memory_ratio": m_ours / m_ref if m_ref == m_ref else None}
 
 
+def step_setup(args, device):
+    arch = args.arch if not args.quick else "tiny-vit"
+    size = 224 if not args.quick else 32
+    model, tokenizer, _ = load_clip(arch, pretrained=False, device=device,
+                                    prec="bf16" if device.type == "cuda" else "fp32")
+    return model, tokenizer, size
+
+
+def measure(ref, ours, device, iters):
+    """Time (ms) and peak memory (GiB) of two callables, side by side."""
+    ref_ms, ours_ms = 1000 * timed(ref, device, 1, iters), 1000 * timed(ours, device, 1, iters)
+    m_ref, m_ours = peak_memory(ref, device), peak_memory(ours, device)
+    return {"ref_ms": ref_ms, "ours_ms": ours_ms, "speedup": ref_ms / ours_ms, "ref_peak_gib": m_ref,
+            "ours_peak_gib": m_ours, "memory_ratio": m_ours / m_ref if m_ref == m_ref else None}
+
+
+def step_classes(args):
+    return args.step_classes or ([20] if args.quick else [100, 1000])
+
+
+def bench_cocoop_step(args, device):
+    from trainers.cocoop import ConditionalPromptLearner, conditional_logits
+    model, tokenizer, size = step_setup(args, device)
+    dim = model.visual.output_dim
+    batch = args.cocoop_batch
+    results = {}
+    for n_cls in step_classes(args):
+        names = imagenet_like_classnames(n_cls)
+        images = torch.randn(batch, 3, size, size, device=device, dtype=compute_dtype(model.visual))
+        labels = torch.randint(0, n_cls, (batch,), device=device)
+        cached = torch.randn(batch, dim, device=device)
+
+        def make(cut, use_cache, max_prompts=None, eval_images=None):
+            encoder = TextEncoder(model, cut=cut)
+            learner = ConditionalPromptLearner(encoder, tokenizer, names, vis_dim=dim, n_ctx=4,
+                                               ctx_init="a photo of a").to(device)
+            optim = torch.optim.SGD(learner.parameters(), lr=2e-3)
+
+            def step():
+                with torch.no_grad():
+                    feats = cached if use_cache else model.encode_image(images).float()
+                loss = torch.nn.functional.cross_entropy(
+                    conditional_logits(learner, encoder, feats, model.logit_scale.exp().float()), labels)
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+
+            def evaluate():
+                with torch.no_grad():
+                    feats = eval_images if use_cache else model.encode_image(eval_images).float()
+                    conditional_logits(learner, encoder, feats, model.logit_scale.exp().float(), max_prompts)
+            return step if eval_images is None else evaluate
+
+        row = measure(make(False, False), make(True, True), device, args.iters)
+        if device.type == "cuda" or args.quick:  # 100 x n_cls prompts: minutes per batch on a CPU at full size
+            n_eval = 100
+            eval_images = torch.randn(n_eval, 3, size, size, device=device, dtype=compute_dtype(model.visual))
+            eval_cached = torch.randn(n_eval, dim, device=device)
+            ev = measure(make(False, False, None, eval_images), make(True, True, args.eval_text_batch, eval_cached),
+                         device, 1)
+            row["eval"] = ev
+        results[str(n_cls)] = row
+    return {"batch": batch, "per_classes": results}
+
+
+def bench_maple_step(args, device):
+    from trainers.maple import MultiModalPromptLearner
+    from clipadapt.clip import encode_image_prompted, vision_width
+    model, tokenizer, size = step_setup(args, device)
+    depth = min(9, len(model.visual.transformer.resblocks), len(model.transformer.resblocks))
+    batch = 4
+    results = {}
+    for n_cls in step_classes(args):
+        names = imagenet_like_classnames(n_cls)
+        images = torch.randn(batch, 3, size, size, device=device, dtype=compute_dtype(model.visual))
+        labels = torch.randint(0, n_cls, (batch,), device=device)
+
+        def make(cut):
+            encoder = TextEncoder(model, cut=cut)
+            learner = MultiModalPromptLearner(encoder, tokenizer, names, vision_width(model.visual), n_ctx=2,
+                                              depth=depth).to(device)
+            optim = torch.optim.SGD(learner.parameters(), lr=3.5e-3)
+
+            def step():
+                first, text_deep, vision_deep = learner.deep_prompts()
+                text = encoder(*learner(), text_deep).float()
+                image = encode_image_prompted(model.visual, images, first, vision_deep).float()
+                logits = 100 * torch.nn.functional.normalize(image, dim=-1) @ \
+                    torch.nn.functional.normalize(text, dim=-1).t()
+                loss = torch.nn.functional.cross_entropy(logits, labels)
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+            return step
+
+        results[str(n_cls)] = measure(make(False), make(True), device, args.iters)
+    return {"batch": batch, "depth": depth, "per_classes": results}
+
+
 def run_protocol(trainer, cfg_name, root, out, extra, env):
     accs = {}
     common = ["--root", root, "--seed", "1", "--trainer", trainer, "--dataset-config-file",
@@ -208,6 +314,21 @@ def markdown(report):
         if step.get("memory_ratio"):
             rows.append(f"| CoOp step peak memory (GiB) | {step['ref_peak_gib']:.2f} | {step['ours_peak_gib']:.2f} "
                         f"| {step['memory_ratio']:.2f} of reference |")
+    for name, label in (("cocoop_step", "CoCoOp"), ("maple_step", "MaPLe")):
+        section = report.get(name)
+        for n_cls, r in ((section or {}).get("per_classes") or {}).items():
+            rows.append(f"| {label} step, {n_cls} classes, batch {section['batch']} (ms) | {r['ref_ms']:.1f} | "
+                        f"{r['ours_ms']:.1f} | {r['speedup']:.2f}x faster |")
+            if r.get("memory_ratio"):
+                rows.append(f"| {label} step, {n_cls} classes, peak memory (GiB) | {r['ref_peak_gib']:.2f} | "
+                            f"{r['ours_peak_gib']:.2f} | {r['memory_ratio']:.2f} of reference |")
+            ev = r.get("eval")
+            if ev:
+                rows.append(f"| {label} evaluation, 100 images x {n_cls} classes (ms) | {ev['ref_ms']:.1f} | "
+                            f"{ev['ours_ms']:.1f} | {ev['speedup']:.2f}x faster |")
+                if ev.get("memory_ratio"):
+                    rows.append(f"| {label} evaluation peak memory (GiB) | {ev['ref_peak_gib']:.2f} | "
+                                f"{ev['ours_peak_gib']:.2f} | {ev['memory_ratio']:.2f} of reference |")
     for trainer, r in (report.get("base2new") or {}).items():
         if trainer == "skipped":
             rows.append(f"| base2new | skipped: {r} | | |")
@@ -230,7 +351,12 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of each base2new run")
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--sections", nargs="+", default=["encoder", "coop_step", "base2new"])
+    parser.add_argument("--step-classes", type=int, nargs="+",
+                        help="class counts of the cocoop_step and maple_step sections (default 100 1000; --quick: 20)")
+    parser.add_argument("--cocoop-batch", type=int, default=1, help="CoCoOp's training batch (released: 1)")
+    parser.add_argument("--eval-text-batch", type=int, default=2000, help="our CoCoOp prompts per evaluation pass")
+    parser.add_argument("--sections", nargs="+", default=["encoder", "coop_step", "cocoop_step", "maple_step",
+                                                          "base2new"])
     parser.add_argument("--trainers", nargs="+", default=["ZeroshotCLIP:vit_b16", "CoOp:vit_b16_ctxv1"],
                         help="TRAINER:CONFIG pairs for the base2new section")
     parser.add_argument("--json", default="benchmark.json")
@@ -239,7 +365,8 @@ def main(argv=None):
     device = torch.device(args.device)
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
-    benches = {"encoder": bench_encoder, "coop_step": bench_coop_step, "base2new": bench_base2new}
+    benches = {"encoder": bench_encoder, "coop_step": bench_coop_step, "cocoop_step": bench_cocoop_step,
+               "maple_step": bench_maple_step, "base2new": bench_base2new}
     for name in args.sections:
         print(f"== {name}", flush=True)
         report[name] = benches[name](args, device)
