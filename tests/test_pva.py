@@ -331,13 +331,12 @@ def test_ablation_script_runs_each_switch_into_its_own_tree(shapes_root, tmp_pat
     from conftest import REPO
     out = tmp_path / "output"
     env = dict(os.environ, DATA=str(shapes_root), OUTPUT=str(out), CFG="shapes",
-               VARIANTS="full no_variational residual_all mc8")
+               VARIANTS="full no_variational mc8")
     proc = subprocess.run(["bash", "scripts/pva/ablation.sh", "shapes", "1", *TINY_OPTS, "OPTIM.MAX_EPOCH", "1"],
                           cwd=REPO, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     defaults = {"VARIATIONAL": "True", "RESIDUAL_SCOPE": "novel", "MC_SAMPLES": "0"}
-    switch = {"full": {}, "no_variational": {"VARIATIONAL": "False"}, "residual_all": {"RESIDUAL_SCOPE": "all"},
-              "mc8": {"MC_SAMPLES": "8"}}
+    switch = {"full": {}, "no_variational": {"VARIATIONAL": "False"}, "mc8": {"MC_SAMPLES": "8"}}
     def run_log(tree):
         """The one run's log.txt in a protocol tree; the config folder carries the options' tag
         (shapes_<tag>: the run registry names runs after the overrides that differ from the yaml)."""
