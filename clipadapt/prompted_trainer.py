@@ -59,9 +59,7 @@ class DeepPromptTrainer(ClipTrainer):
             image, text = self.features(images)
             output = self.logit_scale * image @ text.t()
             loss = F.cross_entropy(output, label)
-        self.model_backward_and_update(loss)
-        self.end_of_epoch_lr_step()
-        return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
+        return self.finish_step(loss, output, label)
 
     def prepare_eval(self):
         self.prompt_learner.set_classnames(self.classnames)

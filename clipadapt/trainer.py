@@ -293,6 +293,14 @@ class ClipTrainer(*_BASES):
         else:
             super().model_backward_and_update(loss, names)
 
+    def finish_step(self, loss, output, label, **terms):
+        """The end of every training step: backward and update, Dassl's per-epoch scheduler step, and the
+        summary Dassl logs (loss, the method's own loss terms under their names, accuracy in %)."""
+        self.model_backward_and_update(loss)
+        self.end_of_epoch_lr_step()
+        return {"loss": loss.item(), **{name: term.item() for name, term in terms.items()},
+                "acc": (output.argmax(1) == label).float().mean().item() * 100}
+
     def end_of_epoch_lr_step(self):
         """Dassl steps schedulers per epoch from inside forward_backward, after the last batch."""
         if (self.batch_idx + 1) == self.num_batches:

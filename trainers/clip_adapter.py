@@ -81,9 +81,7 @@ class CLIPAdapter(ClipTrainer):
         image_features, label = self.parse_batch_train(batch)
         output = self.classifier(image_features, self.train_text_weights, self.logit_scale)  # (B, n_cls)
         loss = F.cross_entropy(output, label)
-        self.model_backward_and_update(loss)
-        self.end_of_epoch_lr_step()
-        return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
+        return self.finish_step(loss, output, label)
 
     @torch.no_grad()
     def prepare_eval(self):

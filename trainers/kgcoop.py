@@ -48,10 +48,7 @@ class KgCoOp(CoOp):
             score = knowledge_guided_score(text_features, self.hand_crafted_features())
             ce = F.cross_entropy(output, label)
             loss = ce + self.method_cfg.W * score
-        self.model_backward_and_update(loss)
-        self.end_of_epoch_lr_step()
-        return {"loss": loss.item(), "ce": ce.item(), "score": score.item(),
-                "acc": (output.argmax(1) == label).float().mean().item() * 100}
+        return self.finish_step(loss, output, label, ce=ce, score=score)
 
     def load_state_into(self, name, state_dict, fpath):
         state_dict = {k: v for k, v in state_dict.items() if k not in RELEASED_UNUSED}

@@ -124,10 +124,7 @@ class PromptSRC(IVLP):
             terms = self_regularization(text, fixed, image, frozen, logits, zero_shot_logits,
                                         node.TEXT_LOSS_WEIGHT, node.IMAGE_LOSS_WEIGHT)
             loss = loss_ce + sum(terms.values())
-        self.model_backward_and_update(loss)
-        self.end_of_epoch_lr_step()
-        return {"loss": loss.item(), "loss_ce": loss_ce.item(), **{k: v.item() for k, v in terms.items()},
-                "acc": (logits.argmax(1) == label).float().mean().item() * 100}
+        return self.finish_step(loss, logits, label, loss_ce=loss_ce, **terms)
 
     def after_epoch(self):
         """GPA, before the epoch's checkpoint is written: the last epoch saves (and tests) the aggregate."""

@@ -358,10 +358,7 @@ class PVA(ClipTrainer):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"PVA loss is not finite at epoch {self.epoch + 1}: "
                                      + ", ".join(f"{k} {v.item():.4g}" for k, v in terms.items()))
-        self.model_backward_and_update(loss)
-        self.end_of_epoch_lr_step()
-        summary = {k: v.item() for k, v in terms.items()}
-        return {"loss": loss.item(), **summary, "acc": (output.argmax(1) == label).float().mean().item() * 100}
+        return self.finish_step(loss, output, label, **terms)
 
     def after_epoch(self):
         # Calibrate the router before anything is saved or validated, so each checkpoint holds
