@@ -17,7 +17,7 @@ import trainers  # noqa: F401  (registers every trainer)
 from clipadapt import runs
 from clipadapt.clip import BackboneError, DeepPromptError
 from clipadapt.config import ConfigError, build_config, check_names, check_values
-from clipadapt.engine import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
+from clipadapt.engine import ENGINE, TRAINER_REGISTRY, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.data import DatasetError
 from clipadapt.loading import UnreadableImageError
 from clipadapt.checkpoints import (CheckpointError, load_training_checkpoint, model_files, resume_config_problem,
@@ -92,6 +92,10 @@ def check_model_dir(args, cfg):
     if not args.model_dir:
         if args.load_epoch is not None:
             raise ConfigError("--load-epoch was given without --model-dir: name the training run's output folder.")
+        if TRAINER_REGISTRY.get(cfg.TRAINER.NAME).LEARNS:
+            raise ConfigError(f"--eval-only without --model-dir would evaluate an untrained {cfg.TRAINER.NAME} (its "
+                              "initial weights) and record it as a result. Pass --model-dir with the training run's "
+                              "output folder (and --load-epoch N), or leave out --eval-only to train.")
         return
     try:
         files = model_files(args.model_dir, args.load_epoch)

@@ -3,6 +3,8 @@
 A reader (or a run killed mid-write) sees the old file or the new one, never half a file. A failed
 write (full disk, quota, read-only) raises OSError naming the target, and the temporary file goes.
 Temporary files are named `<prefix>*.part`, the pattern clipadapt.run_folder cleans up after a kill.
+The file gets the mode a plain open() would give it (0666 less the umask), not mkstemp's 0600, so the
+shared caches and data folders stay readable by whom the umask allows.
 """
 import json
 import os
@@ -17,6 +19,7 @@ def atomic_write(fpath, write, binary=True, prefix=".tmp-"):
     try:
         os.makedirs(dirname, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=dirname)
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
@@ -75,6 +78,13 @@ class _WriteErrorRecorder:
 
     def flush(self):
         self.f.flush()
+
+
+def current_umask():
+    """The process's umask (read by setting it, so set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove_quietly(path):

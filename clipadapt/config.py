@@ -168,6 +168,9 @@ def check_values(cfg, training=True):
             raise ConfigError(f"{key} is {value}: the run would train nothing and report the untrained model's "
                               f"accuracy as its result. Set {key} to 1 or more, or pass --eval-only to evaluate "
                               "without training.")
+        if key == "DATASET.NUM_SHOTS" and (value == 0 or value < -1):
+            raise ConfigError(f"{key} is {value}: give the number of training images per class (1 or more), or -1 "
+                              "for all of them.")
         if leaf.endswith("_EPOCHS") and value < 0:
             raise ConfigError(f"{key} is {value}: a number of epochs cannot be negative.")
         if training and (leaf == "LR" or leaf.endswith("_LR")) and (value < 0 or (key == "OPTIM.LR" and value == 0)):

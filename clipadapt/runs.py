@@ -420,7 +420,9 @@ class RunSpec:
 
     @property
     def trains(self):
-        return self.trainer != "ZeroshotCLIP"
+        import trainers  # noqa: F401  (registers them; the repository root is on sys.path)
+        from .engine import TRAINER_REGISTRY
+        return TRAINER_REGISTRY.get(self.trainer).LEARNS
 
     def last_epoch(self):
         return self.configs()[0].OPTIM.MAX_EPOCH

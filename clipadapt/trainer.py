@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .checkpoints import (CheckpointError, check_weights, load_checkpoint, load_state_without_derived,
                           weights_fingerprint)
+from .config import ConfigError
 from .clip import (PRECISIONS, TextEncoder, check_input_config, compute_dtype, embed_dim, input_size,
                    load_clip_from_cfg, precision_dtype, precision_key, prompts_for, state_dict_digest)
 from .engine import CheckpointMixin, TrainerX, build_data_loader, build_transform
@@ -37,6 +38,7 @@ class ClipTrainer(*_BASES):
     # A trainer that prompts the image encoder (MaPLe, IVLP) gets images in its batches, never cached
     # features: its image features change with every step.
     PROMPTS_IMAGE_ENCODER = False
+    LEARNS = True  # False: nothing is trained (zero-shot), so --eval-only needs no --model-dir
 
     @classmethod
     def add_config(cls, cfg):
@@ -307,6 +309,22 @@ class ClipTrainer(*_BASES):
             self.update_lr()
 
     # ----- evaluation ------------------------------------------------------------------------------
+    def before_train(self):
+        self.check_model_selection()
+        super().before_train()
+
+    def check_model_selection(self):
+        """TEST.FINAL_MODEL best_val picks the epoch on the validation split: refuse it, before training,
+        where that split is missing or is the test set (the model would be chosen on the test set)."""
+        if self.cfg.TEST.FINAL_MODEL != "best_val" or self.cfg.TEST.NO_TEST:
+            return
+        dataset = self.dm.dataset
+        if not dataset.val or getattr(dataset, "val_is_test", False):
+            what = "no validation split" if not dataset.val else "its test split as its validation split"
+            raise ConfigError(f"TEST.FINAL_MODEL best_val selects the model on the validation split, and "
+                              f"{self.cfg.DATASET.NAME} has {what}: the model would be chosen on the test set. Use "
+                              "TEST.FINAL_MODEL last_step.")
+
     def prepare_eval(self):
         """Runs once before each evaluation pass: compute what does not change between batches."""
 

@@ -7,6 +7,7 @@ from clipadapt.trainer import ClipTrainer
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(ClipTrainer):
     CONFIG_NODE = "ZSCLIP"
+    LEARNS = False
 
     @staticmethod
     def config_defaults(node):

@@ -1,0 +1,57 @@
+"""Reliability, third round (docs/RELIABILITY.md section 9): a model is never chosen on the test set,
+an untrained model is not a result, "0 shots" is not "all images", and written files honour the umask."""
+import os
+import stat
+
+import pytest
+
+from conftest import make_cfg
+from test_reliability import coop_args, fails, train_main  # noqa: F401
+
+from clipadapt.atomic import atomic_write_json, atomic_write_text
+from clipadapt.config import ConfigError
+
+
+def test_best_val_without_a_real_validation_split_is_refused_before_training(shapes_root, tmp_path):
+    from clipadapt.engine import build_trainer
+    trainer = build_trainer(make_cfg("CoOp", "configs/trainers/CoOp/vit_b16_ctxv1.yaml", shapes_root, tmp_path,
+                                     ["TEST.FINAL_MODEL", "best_val", "DATASET.NUM_SHOTS", "1"]))
+    trainer.check_model_selection()  # Shapes has a validation split of its own: fine
+    trainer.dm.dataset.val_is_test = True  # as ImageNet (CoOp's layout evaluates on val = test)
+    with pytest.raises(ConfigError, match=r"^TEST.FINAL_MODEL best_val selects the model on the validation split, "
+                                          r"and Shapes has its test split as its validation split: the model would "
+                                          r"be chosen on the test set\. Use TEST.FINAL_MODEL last_step\.$"):
+        trainer.train()
+    trainer.dm.dataset.val_is_test = False
+    trainer.dm.dataset._val = []
+    with pytest.raises(ConfigError, match="and Shapes has no validation split"):
+        trainer.check_model_selection()
+    assert not (tmp_path / "prompt_learner").exists()  # refused before a single step
+
+
+def test_eval_only_without_model_dir_is_refused_for_a_trainer_that_learns(shapes_root, tmp_path, train_main):
+    out = tmp_path / "run"
+    message = fails(train_main, coop_args(shapes_root, out, flags=("--eval-only",)))
+    assert message == ("error: --eval-only without --model-dir would evaluate an untrained CoOp (its initial "
+                       "weights) and record it as a result. Pass --model-dir with the training run's output folder "
+                       "(and --load-epoch N), or leave out --eval-only to train.")
+    assert not (out / "result.json").exists()
+
+
+def test_zero_shots_is_refused_with_the_value_for_all_images(shapes_root, tmp_path, train_main):
+    for shots in ("0", "-2"):
+        message = fails(train_main, coop_args(shapes_root, tmp_path / f"run{shots}", "DATASET.NUM_SHOTS", shots))
+        assert message == (f"error: DATASET.NUM_SHOTS is {shots}: give the number of training images per class "
+                           "(1 or more), or -1 for all of them.")
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(str(tmp_path / "a.txt"), "x")
+        atomic_write_json({"a": 1}, str(tmp_path / "b.json"))
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.json"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode
