@@ -19,6 +19,7 @@ from clipadapt.clip import BackboneError, DeepPromptError
 from clipadapt.config import ConfigError, build_config, check_names, check_values
 from clipadapt.engine import ENGINE, TRAINER_REGISTRY, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.data import DatasetError
+from clipadapt.deps import MissingDependency
 from clipadapt.loading import UnreadableImageError
 from clipadapt.checkpoints import (CheckpointError, load_training_checkpoint, model_files, resume_config_problem,
                                    resume_hint, resume_pointers)
@@ -178,7 +179,7 @@ def main(args):
         remove_temp_files(cfg.OUTPUT_DIR)
         run(args, cfg, started)
     except (FloatingPointError, UnreadableImageError, CheckpointError, DatasetError, BackboneError, DeepPromptError,
-            ConfigError) as exc:
+            ConfigError, MissingDependency) as exc:
         fail(f"error: {exc}")
     except OSError as exc:
         message = write_error_message(exc)

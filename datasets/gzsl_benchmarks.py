@@ -27,6 +27,7 @@ import re
 import numpy as np
 
 from clipadapt.data import CACHE_ENV, CoOpDataset, DatasetError, sample_fewshot
+from clipadapt.deps import require
 from clipadapt.data.splits import can_create_dir, entries_to_datums
 from clipadapt.engine import DATASET_REGISTRY, Datum
 
@@ -36,11 +37,7 @@ FEWSHOT_DIR = "split_fewshot_gzsl"  # apart from CoOp's split_fewshot/: FLO shar
 
 def load_mat(path, required, optional=()):
     """The named variables of a MATLAB file (scipy is imported only here: `pip install scipy`)."""
-    try:
-        from scipy.io import loadmat
-    except ImportError as err:
-        raise ImportError("Reading the GZSL benchmarks' .mat split files needs scipy: pip install scipy "
-                          "(or pip install -e '.[gzsl]').") from err
+    loadmat = require("scipy.io", "Reading the GZSL benchmarks' .mat split files", package="scipy").loadmat
     try:
         # Only the named variables: res101.mat also holds every image's 2048-d feature.
         data = loadmat(path, variable_names=list(required) + list(optional))

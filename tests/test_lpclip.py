@@ -1,13 +1,14 @@
 """LinearProbeCLIP: CoOp's C search step by step, the fit against a direct scikit-learn fit on the same
 features, C chosen on the validation split only, and what a linear probe refuses to evaluate."""
 import math
+import os.path as osp
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import make_cfg
+from conftest import REPO, TINY_OPTS, make_cfg
 
 pytest.importorskip("sklearn")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -133,10 +134,38 @@ def test_refuses_classes_it_was_not_fitted_on(shapes_root, tmp_path, monkeypatch
         everything.run_epoch()
 
 
-def test_missing_sklearn_is_a_clear_error(monkeypatch):
+def test_missing_sklearn_is_one_line_naming_the_install(monkeypatch, shapes_root, tmp_path):
+    from clipadapt.deps import MissingDependency
     monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
-    with pytest.raises(ImportError, match="pip install scikit-learn"):
+    with pytest.raises(MissingDependency, match=r"^LinearProbeCLIP needs scikit-learn, which is not installed .*"
+                                                r"`pip install scikit-learn`"):
         lpclip.fit_logistic_regression(np.zeros((2, 2)), np.array([0, 1]), 1.0)
+    # through train.py: one error line, no traceback
+    import train
+    from test_reliability import fails
+    monkeypatch.setattr(train, "collect_env_info", lambda: "(not collected in tests)")
+
+    def run(args):
+        console = sys.stdout
+        try:
+            train.main(train.parse_args([str(a) for a in args]))
+        finally:
+            if sys.stdout is not console:
+                sys.stdout.close()
+                sys.stdout = console
+    message = fails(run, ["--root", shapes_root, "--seed", "1", "--trainer", "LinearProbeCLIP",
+                          "--dataset-config-file", "configs/datasets/shapes.yaml", "--config-file",
+                          "configs/trainers/LinearProbeCLIP/vit_b16.yaml", "--output-dir", str(tmp_path / "run"),
+                          *TINY_OPTS, "DATASET.NUM_SHOTS", "1"])
+    assert message.startswith("error: LinearProbeCLIP needs scikit-learn") and "\n" not in message
+
+
+def test_every_trainers_dependency_is_a_plain_requirement():
+    import re
+    with open(osp.join(REPO, "setup.py")) as f:
+        setup = f.read()
+    requires = setup[setup.index("install_requires"):setup.index("extras_require")]
+    assert re.search(r'"scikit-learn"', requires) and re.search(r'"scipy"', requires)
 
 
 def test_config_keys_are_coops():

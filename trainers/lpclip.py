@@ -25,17 +25,13 @@ import torch.nn as nn
 from clipadapt.checkpoints import CheckpointError
 from clipadapt.engine import TRAINER_REGISTRY
 from clipadapt.features import encode_images
+from clipadapt.deps import require
 from clipadapt.trainer import ClipTrainer
 
 
 # ----- the search (CoOp's lpclip procedure) ----------------------------------------------------------
 def _require_sklearn():
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError as exc:
-        raise ImportError("LinearProbeCLIP needs scikit-learn: pip install scikit-learn "
-                          '(or pip install -e ".[linear_probe]")') from exc
-    return LogisticRegression
+    return require("sklearn.linear_model", "LinearProbeCLIP", package="scikit-learn").LogisticRegression
 
 
 def fit_logistic_regression(features, labels, c, max_iter=1000):
