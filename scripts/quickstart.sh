@@ -6,6 +6,7 @@
 #   3. print the Base / New / HM table.
 # Usage: bash scripts/quickstart.sh            (DATA=./data OUTPUT=output/quickstart SEEDS="1")
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DATA=${DATA:-./data}
 export OUTPUT=${OUTPUT:-output/quickstart}

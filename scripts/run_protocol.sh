@@ -43,8 +43,9 @@ usage() {
 }
 
 LAUNCH=()
-while [ $# -gt 0 ] && [[ "$1" == --* ]]; do
+while [ $# -gt 0 ] && [[ "$1" == -* ]]; do
     case "$1" in
+        -h|--help) sed -n '2,/^[^#]/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         --no-wait) LAUNCH+=("$1"); shift ;;
         --launcher|--jobs|--partition|--time|--gpus|--cpus|--mem-gb|--poll)
             [ $# -ge 2 ] || usage "$1 needs a value"; LAUNCH+=("$1" "$2"); shift 2 ;;

@@ -114,3 +114,21 @@ def test_protocol_defaults_are_declared_once_and_the_wrappers_use_them():
     assert spec.config_name == "vit_b16_ctxv1" and spec.model_from.config_name == "vit_b16_ctxv1"
     with pytest.raises(protocols.ProtocolError, match="no default configs for trainer 'NoSuch'"):
         protocols.default_config("NoSuch", "base2new")
+
+
+def test_every_script_answers_help_and_names_missing_arguments():
+    """`--help` prints a script's usage and exits 0 (no "unbound variable", no "unknown option"); too few
+    arguments print it and one error line, exit 2."""
+    import glob
+    scripts = sorted(glob.glob(os.path.join(REPO, "scripts", "*.sh"))
+                     + glob.glob(os.path.join(REPO, "scripts", "*", "*.sh")))
+    scripts = [s for s in scripts if os.path.basename(s) not in ("env.sh", "help.sh")]
+    assert len(scripts) > 60
+    for script in scripts:
+        proc = subprocess.run(["bash", script, "--help"], cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0 and "bash scripts/" in proc.stdout + proc.stderr and not proc.stderr, \
+            (script, proc.stdout[-500:], proc.stderr[-500:])
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "coop", "base2new_train.sh"), "eurosat"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "unbound" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: base2new_train.sh needs at least 2 argument(s), got 1"

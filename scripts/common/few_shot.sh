@@ -9,6 +9,7 @@
 # (<cfg>_<shots>shots), so one backbone's runs form one column group of the few-shot table.
 # RECIPE=fixed runs CFG as it is at every shot count. (The recipe is clipadapt.runs.recipe_config,
 # which the sweep launchers use too.)
+source "$(dirname "${BASH_SOURCE[0]}")/help.sh" 5 "$@"
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 TRAINER=$1; CFG=$2; DATASET=$3; SHOTS=$4; SEED=$5; shift 5
 run few_shot "$TRAINER" "$CFG" "$DATASET" "$SEED" "$SHOTS" "$@"

@@ -1,3 +1,4 @@
 #!/usr/bin/env bash
 # bash scripts/kgcoop/xd_train.sh SEED [KEY VALUE ...]  (ImageNet, all classes, 16 shots)
+source "$(dirname "$0")/../common/help.sh" 1 "$@"
 exec bash "$(dirname "$0")/../common/xd_train.sh" KgCoOp "${CFG:-}" "$@"

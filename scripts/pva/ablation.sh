@@ -19,8 +19,8 @@
 #   measure_cosine  MEASURE cosine: route by cosine of the means (no variance)
 #   align_kl        ALIGN kl: KL(q_v || q_t) as the alignment term
 #   mc8             MC_SAMPLES 8: 8 samples of z at test time (routing and classification)
+source "$(dirname "${BASH_SOURCE[0]}")/../common/help.sh" 2 "$@"
 source "$(dirname "${BASH_SOURCE[0]}")/../common/env.sh"
-[ $# -ge 2 ] || { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 DATASET=$1; SEED=$2; shift 2
 CFG=${CFG:-vit_b16}
 ROOT=${OUTPUT}
