@@ -21,6 +21,7 @@ This module imports no torch at import time (parse_test_res.py reads result file
 """
 import hashlib
 import json
+import math
 import os
 import os.path as osp
 import re
@@ -238,11 +239,29 @@ def check_folder(directory, cfg):
             raise RunMismatch(mismatch_message(directory, diffs))
 
 
+def result_problem(result, split="test"):
+    """Why a result.json's content cannot be a finished run's record (None when it can): it must be a JSON
+    object whose results[split] holds an accuracy, every metric a finite percentage in [0, 100]."""
+    if not isinstance(result, dict):
+        return "it is not a readable JSON object"
+    metrics = (result.get("results") or {}).get(split) if isinstance(result.get("results"), dict) else None
+    if not isinstance(metrics, dict) or "accuracy" not in metrics:
+        return f"it has no accuracy for split {split!r}"
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 <= value <= 100:
+            return f"its {name} is {value!r}, not a percentage in [0, 100]"
+    return None
+
+
 def is_finished(directory, cfg=None):
-    """True when `directory` holds a finished run (of `cfg`, when given: RunMismatch otherwise)."""
+    """True when `directory` holds a finished run (of `cfg`, when given: RunMismatch otherwise): a
+    result.json that reads and holds valid metrics. A damaged one is not finished, so its command
+    runs the run again and writes a new one."""
     check_folder(directory, cfg)
-    if osp.isfile(osp.join(directory, RESULT_FILE)):
-        return True
+    result = osp.join(directory, RESULT_FILE)
+    if osp.isfile(result):
+        return result_problem(read_json(result), cfg.TEST.SPLIT if cfg is not None else "test") is None
     if osp.isfile(osp.join(directory, RUN_FILE)):
         return False  # one of ours, started but without its result
     return log_has_final_result(osp.join(directory, LOG_NAME))
@@ -350,10 +369,15 @@ def write_result(directory, cfg, log_path, wall_time_s, engine=""):
 def read_result(directory, keywords, split="test"):
     """{keyword: value} from a finished run's result.json; None when there is none; KeyError naming
     what is missing."""
-    result = read_json(osp.join(directory, RESULT_FILE))
-    if result is None:
+    path = osp.join(directory, RESULT_FILE)
+    if not osp.isfile(path):
         return None
-    metrics = (result.get("results") or {}).get(split) or {}
+    result = read_json(path)
+    problem = result_problem(result, split)
+    if problem:
+        raise KeyError(f"{path} is damaged ({problem}): the run does not count; run its command again to "
+                       "redo it")
+    metrics = result["results"][split]
     missing = [k for k in keywords if k not in metrics]
     if missing:
         raise KeyError(f"{osp.join(directory, RESULT_FILE)} has no {', '.join(missing)} for split {split!r} "

@@ -1,6 +1,7 @@
 """Reliability, third round (docs/RELIABILITY.md section 9): a model is never chosen on the test set,
 an untrained model is not a result, "0 shots" is not "all images", and written files honour the umask."""
 import os
+import re
 import stat
 
 import pytest
@@ -55,3 +56,26 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
         os.umask(old)
     for name in ("a.txt", "b.json"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode
+
+
+@pytest.mark.parametrize("content,problem", [
+    ('{"results": {"test": {"accuracy": 71.', "not a readable JSON object"),  # truncated by a crash
+    ('{"results": {"test": {"accuracy": 250.0}}}', "its accuracy is 250.0, not a percentage"),
+    ('{"results": {"test": {"accuracy": NaN}}}', "its accuracy is nan"),
+    ('{"results": {"test": {"accuracy": "71.2"}}}', "its accuracy is '71.2'"),
+    ('{"results": {"test": {"error": 28.8}}}', "no accuracy for split 'test'"),
+    ('[1, 2]', "not a readable JSON object"),
+])
+def test_a_damaged_result_is_neither_finished_nor_averaged(tmp_path, content, problem):
+    from pathlib import Path
+
+    from clipadapt import results, runs
+    run = tmp_path / "seed1"
+    run.mkdir()
+    (run / runs.RUN_FILE).write_text("{}")
+    (run / runs.RESULT_FILE).write_text(content)
+    assert not runs.is_finished(str(run))  # its command runs the run again
+    with pytest.raises(results.ResultError, match=rf"result\.json is damaged \(.*{re.escape(problem)}"):
+        results.read_run(Path(run), ["accuracy"])
+    (run / runs.RESULT_FILE).write_text('{"results": {"test": {"accuracy": 71.2, "error": 28.8}}}')
+    assert runs.is_finished(str(run)) and results.read_run(Path(run), ["accuracy"]) == {"accuracy": 71.2}

@@ -14,6 +14,7 @@ from conftest import REPO, TINY_OPTS
 from clipadapt import runs
 
 FEW_OPTS = [*TINY_OPTS, "OPTIM.MAX_EPOCH", "1"]
+FINISHED_RESULT = json.dumps({"results": {"test": {"accuracy": 50.0}}})
 
 
 def test_override_tag_is_short_readable_and_unique():
@@ -72,7 +73,7 @@ def test_one_identity_for_the_folder_the_tag_and_the_resume_check(shapes_root, t
     folder = tmp_path / "run"
     folder.mkdir()
     runs.write_json(str(folder / "run.json"), runs.describe_run(plain_cfg, base, plain.config_file))
-    (folder / "result.json").write_text("{}")
+    (folder / "result.json").write_text(FINISHED_RESULT)
     assert runs.is_finished(str(folder), cfg)
     checkpoint = {"meta": {"config": plain_cfg.dump()}}
     assert resume_config_problem(checkpoint, cfg, "ckpt") is None
@@ -104,7 +105,9 @@ def test_finished_judgement(tmp_path):
     write_log(ours / "log.txt", "Finish training\n=> result\n* accuracy: 50.0%\n")
     (ours / "run.json").write_text(json.dumps({"config_digest": "abc"}))
     assert not runs.is_finished(str(ours))
-    (ours / "result.json").write_text("{}")
+    (ours / "result.json").write_text("{}")  # written, but with no result in it: not finished
+    assert not runs.is_finished(str(ours))
+    (ours / "result.json").write_text(FINISHED_RESULT)
     assert runs.is_finished(str(ours))
 
 
@@ -118,7 +121,7 @@ def test_a_folder_of_another_config_is_refused_naming_the_keys(shapes_root, tmp_
     other.TRAINER.COOP.N_CTX = 8
     other.OPTIM.LR = 0.5
     runs.write_json(str(folder / "run.json"), runs.describe_run(other, base, spec.config_file))
-    (folder / "result.json").write_text("{}")
+    (folder / "result.json").write_text(FINISHED_RESULT)
     with pytest.raises(runs.RunMismatch) as info:
         runs.is_finished(str(folder), cfg)
     message = str(info.value)
