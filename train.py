@@ -90,6 +90,11 @@ def check_model_dir(args, cfg):
             raise ConfigError("--model-dir and --load-epoch only apply with --eval-only. Add --eval-only to "
                               "evaluate a trained run; drop them to train.")
         return
+    recorded = runs.read_json(osp.join(cfg.OUTPUT_DIR, runs.RUN_FILE))
+    if isinstance(recorded, dict) and recorded.get("eval_only") is False:
+        raise ConfigError(f'--output-dir "{cfg.OUTPUT_DIR}" holds a training run\'s record (run.json, result.json, '
+                          "checkpoints); an evaluation written there would replace it. Write the evaluation into "
+                          "a folder of its own, e.g. --output-dir " + cfg.OUTPUT_DIR.rstrip("/") + "_eval.")
     if not args.model_dir:
         if args.load_epoch is not None:
             raise ConfigError("--load-epoch was given without --model-dir: name the training run's output folder.")

@@ -20,6 +20,9 @@ import uuid
 
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 120.0
+# A holder writes its owner line right after creating the file; an empty or unreadable lock older than
+# this was left by a writer that died (or hit a full disk) in between.
+EMPTY_GRACE_S = 10.0
 
 
 def pid_alive(pid):
@@ -33,15 +36,28 @@ def pid_alive(pid):
     return True
 
 
-def _lock_is_stale(path, stale_after):
-    """True when the lock's holder is gone: a dead process of this host, or no heartbeat for a while."""
+def lock_holder(path):
+    """(host, pid) written in a lock file; None when it is empty or unreadable."""
     try:
         with open(path) as f:
             host, pid = f.read().split()[:2]
-        age = time.time() - os.stat(path).st_mtime
+        return host, int(pid)
     except (OSError, ValueError):
-        return False  # vanished, or being written: look again
-    if host == socket.gethostname() and not pid_alive(int(pid)):
+        return None
+
+
+def _lock_is_stale(path, stale_after):
+    """True when the lock's holder is gone: a dead process of this host, no heartbeat for a while, or
+    no owner written long after the file was created."""
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except OSError:
+        return False  # vanished: look again
+    holder = lock_holder(path)
+    if holder is None:
+        return age > min(EMPTY_GRACE_S, stale_after)
+    host, pid = holder
+    if host == socket.gethostname() and not pid_alive(pid):
         return True
     return age > stale_after  # the holder touches the file while it works
 
@@ -53,6 +69,7 @@ def file_lock(path, poll=0.2, heartbeat=None, stale_after=None):
     stale_after = STALE_AFTER_S if stale_after is None else stale_after
     os.makedirs(osp.dirname(path) or ".", exist_ok=True)
     owner = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}\n"
+    said_waiting = False
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -65,10 +82,21 @@ def file_lock(path, poll=0.2, heartbeat=None, stale_after=None):
                     if exc.errno != errno.ENOENT:
                         raise
                 continue
+            if not said_waiting:
+                holder = lock_holder(path)
+                who = f"process {holder[1]} on {holder[0]}" if holder else "a writer that has not named itself yet"
+                print(f"Waiting for the feature-cache lock {path}, held by {who} (it computes these features; "
+                      "the lock is broken if that process is gone)")
+                said_waiting = True
             time.sleep(poll)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(owner)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(owner)
+        except OSError:  # a full disk: no empty lock file may stay behind to hold up everyone else
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         break
     stop = threading.Event()
 

@@ -236,8 +236,8 @@ def test_eval_only_mistakes_fail_before_work_and_leave_the_run_untouched(coop_ru
         (["--eval-only", "--load-epoch", "4"], ["--load-epoch was given without --model-dir"]),
         # Forgetting --eval-only would have retrained from scratch into --output-dir.
         (["--model-dir", run_dir, "--load-epoch", "4"], ["only apply with --eval-only"]),
-        # Evaluating into the training run's own folder with a wrong epoch.
-        (["--eval-only", "--model-dir", run_dir, "--load-epoch", "5"], ["has no model.pth.tar-5"]),
+        # Evaluating into the training run's own folder (which would replace its record), even with a wrong epoch.
+        (["--eval-only", "--model-dir", run_dir, "--load-epoch", "5"], ["holds a training run's record"]),
     ]
     for i, (extra, expected) in enumerate(cases):
         out = run_dir if i == len(cases) - 1 else ev

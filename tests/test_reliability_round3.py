@@ -79,3 +79,84 @@ def test_a_damaged_result_is_neither_finished_nor_averaged(tmp_path, content, pr
         results.read_run(Path(run), ["accuracy"])
     (run / runs.RESULT_FILE).write_text('{"results": {"test": {"accuracy": 71.2, "error": 28.8}}}')
     assert runs.is_finished(str(run)) and results.read_run(Path(run), ["accuracy"]) == {"accuracy": 71.2}
+
+
+def test_an_evaluation_never_writes_over_a_training_runs_record(shapes_root, tmp_path, train_main):
+    import json
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"eval_only": False, "trainer": "CoOp", "config_digest": "abc"}
+    (run / "run.json").write_text(json.dumps(record))
+    (run / "result.json").write_text('{"results": {"test": {"accuracy": 50.0}}}')
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    message = fails(train_main, coop_args(shapes_root, run, flags=("--eval-only", "--model-dir", str(run))))
+    assert message == (f'error: --output-dir "{run}" holds a training run\'s record (run.json, result.json, '
+                       "checkpoints); an evaluation written there would replace it. Write the evaluation into a "
+                       f"folder of its own, e.g. --output-dir {run}_eval.")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_an_empty_feature_cache_lock_is_broken_not_waited_on_forever(tmp_path, capsys):
+    """A writer that died between creating the lock and writing its owner left a 0-byte file."""
+    import time
+
+    from clipadapt.locks import EMPTY_GRACE_S, file_lock
+    lock = tmp_path / "features" / "key.lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    old = time.time() - EMPTY_GRACE_S - 5
+    os.utime(lock, (old, old))
+    start = time.time()
+    with file_lock(str(lock), poll=0.05):
+        assert lock.read_text().split()[1] == str(os.getpid())
+    assert time.time() - start < 5 and "Broke the stale feature-cache lock" in capsys.readouterr().out
+    assert not lock.exists()
+
+
+def test_a_waiter_says_whom_it_waits_for(tmp_path, capsys):
+    import threading
+    import time
+
+    from clipadapt.locks import file_lock
+    lock = str(tmp_path / "key.lock")
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with file_lock(lock):
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    threading.Timer(0.3, release.set).start()
+    with file_lock(lock, poll=0.05):
+        pass
+    thread.join()
+    out = capsys.readouterr().out
+    assert out.count("Waiting for the feature-cache lock") == 1 and f"held by process {os.getpid()} on " in out
+
+
+def test_a_lock_whose_owner_cannot_be_written_is_removed(tmp_path, monkeypatch):
+    from clipadapt import locks
+    lock = tmp_path / "key.lock"
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd, mode):
+            self.f = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(locks.os, "fdopen", FullDisk)
+    with pytest.raises(OSError, match="No space left"):
+        with locks.file_lock(str(lock)):
+            pass
+    assert not lock.exists()
