@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional
@@ -326,9 +327,13 @@ def load_reference(path=REFERENCE_FILE) -> dict:
 
 
 def select_references(reference: Optional[dict], protocol: str, trainers=None) -> Dict[str, dict]:
-    """``{'CoOp (paper)': entry}`` for the published methods of ``protocol`` (filtered by trainer)."""
-    entries = (reference or {}).get(protocol, {})
-    return {f"{e['trainer']} (paper)": e for e in entries.values() if not trainers or e["trainer"] in trainers}
+    """``{'CoOp (paper)': entry}`` for the published methods of ``protocol`` (filtered by trainer). A trainer
+    with several published rows (IVLP's variants, the SHIP combinations) labels each by its name in the
+    reference file, so none hides another."""
+    entries = {name: e for name, e in (reference or {}).get(protocol, {}).items()
+               if not trainers or e["trainer"] in trainers}
+    rows_of = Counter(e["trainer"] for e in entries.values())
+    return {f"{e['trainer'] if rows_of[e['trainer']] == 1 else name} (paper)": e for name, e in entries.items()}
 
 
 def interleave(methods: List[Method], labels: Dict[Method, str], references: Dict[str, dict], trainers=None) -> list:

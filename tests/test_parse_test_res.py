@@ -401,3 +401,16 @@ def test_run_folder_without_result_or_log_is_skipped_with_a_warning(tmp_path, ca
     err = capsys.readouterr().err
     assert f"skipping {empty}: no result.json and no log.txt" in err
     assert column(table, "CoOp Base")["eurosat"] == "91.00"
+
+
+def test_several_reference_rows_of_one_trainer_each_keep_their_column(tmp_path):
+    """IVLP has three published rows (MaPLe's 2+2 and language-only, PromptSRC's 4+4): none hides another."""
+    run = tmp_path / "base2new" / "test_new" / "eurosat" / "shots_16" / "IVLP" / "x" / "seed1" / "log.txt"
+    run.parent.mkdir(parents=True)
+    run.write_text("=> result\n* total: 10\n* correct: 7\n* accuracy: 70.0%\n")
+    table = ptr.build_base2new_table(tmp_path, trainers=["IVLP"], reference=ptr.load_reference())
+    average = [r for r in table.rows if r[0] == "Average"][0]
+    averages = {h: getattr(c, "text", lambda: c)() for h, c in zip(table.headers, average)}
+    assert averages["IVLP (2+2, 5 epochs) (paper) Base"] == "82.15"
+    assert averages["IVLP (language only) (paper) Base"] == "81.72"
+    assert averages["IVLP (4+4, 20 epochs) (paper) HM"] == "77.51"
