@@ -227,11 +227,30 @@ def read_run(run_dir: Path, keywords):
     return parse_log(log, keywords)[0]
 
 
+def folder_disagreement(run_dir: Path, fields: dict) -> Optional[str]:
+    """What a run's run.json records that its folder's name contradicts (trainer, seed, shots, config
+    label), or None: a seed folder copied from another seed, or a run trained by hand with other options
+    into a config folder, is not what its row says."""
+    recorded = runs.read_json(str(run_dir / runs.RUN_FILE))
+    if not isinstance(recorded, dict):
+        return None
+    expected = {"trainer": recorded.get("trainer"), "seed": recorded.get("seed"), "shots": recorded.get("shots")}
+    if recorded.get("config_name"):
+        expected["cfg"] = runs.config_label(recorded["config_name"], recorded.get("overrides") or {})
+    differ = [f"{key} {value!r} (the folder says {fields[key]!r})" for key, value in expected.items()
+              if key in fields and value is not None and str(value) != str(fields[key])]
+    return f"its {runs.RUN_FILE} records " + ", ".join(differ) if differ else None
+
+
 def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Optional[str] = None) -> Dict:
     """``{(dataset, Method): {seed: {keyword: value}}}``; unreadable runs are skipped with a warning."""
     found: Dict = {}
     for fields, run_dir in match_run_dirs(base, pattern):
         if trainers and fields["trainer"] not in trainers:
+            continue
+        disagreement = folder_disagreement(run_dir, fields)
+        if disagreement:
+            warn(f"skipping {run_dir}: {disagreement}; it is not the run its folder names, so it is not averaged")
             continue
         try:
             metrics = read_run(run_dir, keywords)

@@ -160,3 +160,31 @@ def test_a_lock_whose_owner_cannot_be_written_is_removed(tmp_path, monkeypatch):
         with locks.file_lock(str(lock)):
             pass
     assert not lock.exists()
+
+
+def test_a_table_averages_only_runs_that_are_what_their_folder_says(tmp_path, capsys):
+    import json
+
+    from clipadapt import results, runs
+    layout = tmp_path / "base2new" / "test_new" / "eurosat" / "shots_16" / "CoOp" / "vit_b16"
+
+    def run(folder, seed, accuracy, overrides=None):
+        path = layout.parent / folder / f"seed{seed}" if folder != "vit_b16" else layout / f"seed{seed}"
+        path.mkdir(parents=True)
+        record = {"trainer": "CoOp", "seed": seed, "shots": 16, "config_name": "vit_b16", "overrides": overrides or {}}
+        (path / runs.RUN_FILE).write_text(json.dumps(record))
+        (path / runs.RESULT_FILE).write_text(json.dumps({"results": {"test": {"accuracy": accuracy}}}))
+        return path
+
+    run("vit_b16", 1, 60.0)
+    run("vit_b16", 2, 62.0)
+    copied = layout / "seed3"  # `cp -r seed1 seed3`: its run.json still says seed 1
+    import shutil
+    shutil.copytree(layout / "seed1", copied)
+    by_hand = run("vit_b16", 4, 90.0, overrides={"OPTIM.LR": 0.1})  # trained with other options into the folder
+    table = results.build_base2new_table(tmp_path, trainers=["CoOp"])
+    row = [r for r in table.rows if r[0] == "eurosat"][0]
+    assert row[table.headers.index("CoOp New")].text() == "61.00"  # seeds 1 and 2 only
+    err = capsys.readouterr().err
+    assert f"skipping {copied}: its run.json records seed 1 (the folder says '3')" in err
+    assert f"skipping {by_hand}: its run.json records cfg 'vit_b16_lr0.1' (the folder says 'vit_b16')" in err
