@@ -235,10 +235,13 @@ def folder_disagreement(run_dir: Path, fields: dict) -> Optional[str]:
     if not isinstance(recorded, dict):
         return None
     expected = {"trainer": recorded.get("trainer"), "seed": recorded.get("seed"), "shots": recorded.get("shots")}
-    if recorded.get("config_name"):
-        expected["cfg"] = runs.config_label(recorded["config_name"], recorded.get("overrides") or {})
     differ = [f"{key} {value!r} (the folder says {fields[key]!r})" for key, value in expected.items()
               if key in fields and value is not None and str(value) != str(fields[key])]
+    # The folder's config label is CFG's name plus the options' tag (the few-shot recipe may train another
+    # file of the same backbone under CFG's name): the tag must be there.
+    tag = recorded.get("tag")
+    if tag and "cfg" in fields and not str(fields["cfg"]).endswith("_" + tag):
+        differ.append(f"options {tag!r} (the folder says {fields['cfg']!r})")
     return f"its {runs.RUN_FILE} records " + ", ".join(differ) if differ else None
 
 

@@ -171,7 +171,8 @@ def test_a_table_averages_only_runs_that_are_what_their_folder_says(tmp_path, ca
     def run(folder, seed, accuracy, overrides=None):
         path = layout.parent / folder / f"seed{seed}" if folder != "vit_b16" else layout / f"seed{seed}"
         path.mkdir(parents=True)
-        record = {"trainer": "CoOp", "seed": seed, "shots": 16, "config_name": "vit_b16", "overrides": overrides or {}}
+        record = {"trainer": "CoOp", "seed": seed, "shots": 16, "config_name": "vit_b16", "overrides": overrides or {},
+                  "tag": runs.override_tag(overrides or {})}
         (path / runs.RUN_FILE).write_text(json.dumps(record))
         (path / runs.RESULT_FILE).write_text(json.dumps({"results": {"test": {"accuracy": accuracy}}}))
         return path
@@ -187,4 +188,4 @@ def test_a_table_averages_only_runs_that_are_what_their_folder_says(tmp_path, ca
     assert row[table.headers.index("CoOp New")].text() == "61.00"  # seeds 1 and 2 only
     err = capsys.readouterr().err
     assert f"skipping {copied}: its run.json records seed 1 (the folder says '3')" in err
-    assert f"skipping {by_hand}: its run.json records cfg 'vit_b16_lr0.1' (the folder says 'vit_b16')" in err
+    assert f"skipping {by_hand}: its run.json records options 'lr0.1' (the folder says 'vit_b16')" in err
