@@ -62,6 +62,9 @@ NON_IDENTITY_KEYS = {
     "TRAINER.COCOOP.EVAL_TEXT_BATCH": "prompts per text-encoder pass at evaluation: memory only",
 }
 TAG_MAX_CHARS = 64
+# Trainers whose class says LEARNS = False (the planner stays light: no trainer import per plan call;
+# tests/test_reliability_round3.py checks that this set and the classes agree).
+NON_LEARNING_TRAINERS = frozenset({"ZeroshotCLIP", "ZeroshotCLIP2"})
 
 # CoOp's final-result signals, for plain CoOp trees without result.json.
 FINISH_TRAINING = "Finish training"
@@ -444,9 +447,7 @@ class RunSpec:
 
     @property
     def trains(self):
-        import trainers  # noqa: F401  (registers them; the repository root is on sys.path)
-        from .engine import TRAINER_REGISTRY
-        return TRAINER_REGISTRY.get(self.trainer).LEARNS
+        return self.trainer not in NON_LEARNING_TRAINERS
 
     def last_epoch(self):
         return self.configs()[0].OPTIM.MAX_EPOCH

@@ -189,3 +189,11 @@ def test_a_table_averages_only_runs_that_are_what_their_folder_says(tmp_path, ca
     err = capsys.readouterr().err
     assert f"skipping {copied}: its run.json records seed 1 (the folder says '3')" in err
     assert f"skipping {by_hand}: its run.json records options 'lr0.1' (the folder says 'vit_b16')" in err
+
+
+def test_the_planner_knows_which_trainers_learn_as_their_classes_say():
+    import trainers  # noqa: F401
+    from clipadapt.engine import TRAINER_REGISTRY
+    from clipadapt.runs import NON_LEARNING_TRAINERS
+    names = TRAINER_REGISTRY.registered_names()
+    assert {n for n in names if not TRAINER_REGISTRY.get(n).LEARNS} == NON_LEARNING_TRAINERS
