@@ -301,6 +301,15 @@ def bench_base2new(args, device):
     return results
 
 
+def time_and_memory_rows(what, r):
+    """The time row of a `measure` result, and its peak-memory row where memory was measured."""
+    rows = [f"| {what} (ms) | {r['ref_ms']:.1f} | {r['ours_ms']:.1f} | {r['speedup']:.2f}x faster |"]
+    if r.get("memory_ratio"):
+        rows.append(f"| {what}, peak memory (GiB) | {r['ref_peak_gib']:.2f} | {r['ours_peak_gib']:.2f} "
+                    f"| {r['memory_ratio']:.2f} of reference |")
+    return rows
+
+
 def markdown(report):
     rows = ["| measure | reference-style | ours | ratio |", "|---|---|---|---|"]
     enc = report.get("encoder")
@@ -317,18 +326,9 @@ def markdown(report):
     for name, label in (("cocoop_step", "CoCoOp"), ("maple_step", "MaPLe")):
         section = report.get(name)
         for n_cls, r in ((section or {}).get("per_classes") or {}).items():
-            rows.append(f"| {label} step, {n_cls} classes, batch {section['batch']} (ms) | {r['ref_ms']:.1f} | "
-                        f"{r['ours_ms']:.1f} | {r['speedup']:.2f}x faster |")
-            if r.get("memory_ratio"):
-                rows.append(f"| {label} step, {n_cls} classes, peak memory (GiB) | {r['ref_peak_gib']:.2f} | "
-                            f"{r['ours_peak_gib']:.2f} | {r['memory_ratio']:.2f} of reference |")
-            ev = r.get("eval")
-            if ev:
-                rows.append(f"| {label} evaluation, 100 images x {n_cls} classes (ms) | {ev['ref_ms']:.1f} | "
-                            f"{ev['ours_ms']:.1f} | {ev['speedup']:.2f}x faster |")
-                if ev.get("memory_ratio"):
-                    rows.append(f"| {label} evaluation peak memory (GiB) | {ev['ref_peak_gib']:.2f} | "
-                                f"{ev['ours_peak_gib']:.2f} | {ev['memory_ratio']:.2f} of reference |")
+            rows += time_and_memory_rows(f"{label} step, {n_cls} classes, batch {section['batch']}", r)
+            if r.get("eval"):
+                rows += time_and_memory_rows(f"{label} evaluation, 100 images x {n_cls} classes", r["eval"])
     for trainer, r in (report.get("base2new") or {}).items():
         if trainer == "skipped":
             rows.append(f"| base2new | skipped: {r} | | |")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_OPTS, make_cfg
+from test_reliability import fails, train_main  # noqa: F401  (train_main: a fixture)
 
 pytest.importorskip("sklearn")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -134,26 +135,14 @@ def test_refuses_classes_it_was_not_fitted_on(shapes_root, tmp_path, monkeypatch
         everything.run_epoch()
 
 
-def test_missing_sklearn_is_one_line_naming_the_install(monkeypatch, shapes_root, tmp_path):
+def test_missing_sklearn_is_one_line_naming_the_install(monkeypatch, shapes_root, tmp_path, train_main):
     from clipadapt.deps import MissingDependency
     monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
     with pytest.raises(MissingDependency, match=r"^LinearProbeCLIP needs scikit-learn, which is not installed .*"
                                                 r"`pip install scikit-learn`"):
         lpclip.fit_logistic_regression(np.zeros((2, 2)), np.array([0, 1]), 1.0)
     # through train.py: one error line, no traceback
-    import train
-    from test_reliability import fails
-    monkeypatch.setattr(train, "collect_env_info", lambda: "(not collected in tests)")
-
-    def run(args):
-        console = sys.stdout
-        try:
-            train.main(train.parse_args([str(a) for a in args]))
-        finally:
-            if sys.stdout is not console:
-                sys.stdout.close()
-                sys.stdout = console
-    message = fails(run, ["--root", shapes_root, "--seed", "1", "--trainer", "LinearProbeCLIP",
+    message = fails(train_main, ["--root", shapes_root, "--seed", "1", "--trainer", "LinearProbeCLIP",
                           "--dataset-config-file", "configs/datasets/shapes.yaml", "--config-file",
                           "configs/trainers/LinearProbeCLIP/vit_b16.yaml", "--output-dir", str(tmp_path / "run"),
                           *TINY_OPTS, "DATASET.NUM_SHOTS", "1"])
