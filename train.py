@@ -16,7 +16,7 @@ import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
 from clipadapt import runs
 from clipadapt.clip import BackboneError, DeepPromptError
-from clipadapt.config import ConfigError, build_config, check_names, check_values
+from clipadapt.config import ConfigError, build_config, check_choices, check_names, check_values
 from clipadapt.engine import ENGINE, TRAINER_REGISTRY, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.data import DatasetError
 from clipadapt.deps import MissingDependency
@@ -69,6 +69,7 @@ def setup_cfg(args):
                           "config; put command-line flags such as --eval-only before the KEY VALUE pairs.")
     cfg = build_config(args.trainer, args.dataset_config_file, args.config_file, args.opts or [], cli_overrides(args))
     check_names(cfg)
+    check_choices(cfg)
     check_values(cfg, training=not args.eval_only and not args.no_train)
     cfg.freeze()
     return cfg
@@ -90,8 +91,8 @@ def check_model_dir(args, cfg):
             raise ConfigError("--model-dir and --load-epoch only apply with --eval-only. Add --eval-only to "
                               "evaluate a trained run; drop them to train.")
         return
-    recorded = runs.read_json(osp.join(cfg.OUTPUT_DIR, runs.RUN_FILE))
-    if isinstance(recorded, dict) and recorded.get("eval_only") is False:
+    recorded, _ = runs.read_run_record(cfg.OUTPUT_DIR)
+    if recorded and recorded.get("eval_only") is False:
         raise ConfigError(f'--output-dir "{cfg.OUTPUT_DIR}" holds a training run\'s record (run.json, result.json, '
                           "checkpoints); an evaluation written there would replace it. Write the evaluation into "
                           "a folder of its own, e.g. --output-dir " + cfg.OUTPUT_DIR.rstrip("/") + "_eval.")

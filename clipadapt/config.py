@@ -100,8 +100,7 @@ def merge_yaml(cfg, path, _seen=()):
         raise ConfigError(f'Config "{path}" includes itself through _BASE_')
     if not os.path.isfile(path):
         raise ConfigError(f'Config file "{path}" does not exist')
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = read_yaml(path)
     base = data.pop("_BASE_", None)
     if base:
         merge_yaml(cfg, os.path.join(os.path.dirname(path), base), _seen + (path,))
@@ -112,11 +111,39 @@ def merge_yaml(cfg, path, _seen=()):
         raise _explain(exc, cfg, f'"{path}"') from None
 
 
+def read_yaml(path):
+    """A config file's mapping of keys. A file that is not one (a YAML syntax error, a list or a bare
+    string, a tag that would build a Python object, not text) is one ConfigError line naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.constructor.ConstructorError as exc:  # safe_load never builds tagged objects
+        mark = exc.problem_mark
+        tag = re.search(r"tag '(?:tag:yaml.org,2002:)?([^']+)'", exc.problem or "")
+        raise ConfigError(f'Config file "{path}" line {mark.line + 1} uses the YAML tag '
+                          f'!!{tag.group(1) if tag else "?"}: a config holds plain values (numbers, strings, lists) '
+                          "and tags that build Python objects are never run. Remove the tag.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f'Config file "{path}" is not valid YAML{where}: {problem}. Fix the file (see the '
+                          "configs under configs/ for the layout).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f'Config file "{path}" is not a text file: pass a .yaml config.') from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = {"list": "a list", "str": "a bare string", "int": "a number", "float": "a number", "bool": "a boolean"}
+        raise ConfigError(f'Config file "{path}" holds {kind.get(type(data).__name__, type(data).__name__)}, not a '
+                          'mapping of keys: write it as "KEY: value" lines, nested by indentation (e.g. "OPTIM:" then "  LR: 0.002").')
+    return data
+
+
 def trainer_name_from_file(path):
     if not path or not os.path.isfile(path):
         return ""
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = read_yaml(path)
     name = ((data.get("TRAINER") or {}).get("NAME")) or ""
     if not name and data.get("_BASE_"):
         return trainer_name_from_file(os.path.join(os.path.dirname(path), data["_BASE_"]))
@@ -150,6 +177,42 @@ def build_config(trainer="", dataset_config_file="", config_file="", opts=(), ov
         except (KeyError, ValueError, AssertionError) as exc:
             raise _explain(exc, cfg, "the command-line options") from None
     return cfg
+
+
+def _general_choices():
+    """The enumerated keys every run has, with their values (imported here, not at module load)."""
+    from .data.splits import SUBSAMPLE_MODES
+    from .engine.builtin.optim import AVAI_OPTIMS, AVAI_SCHEDS
+    from .engine.builtin.transforms import INTERPOLATION_MODES
+    return {"DATASET.SUBSAMPLE_CLASSES": SUBSAMPLE_MODES, "TEST.FINAL_MODEL": ("last_step", "best_val"),
+            "OPTIM.NAME": AVAI_OPTIMS, "OPTIM.LR_SCHEDULER": AVAI_SCHEDS, "OPTIM.WARMUP_TYPE": ("constant", "linear"),
+            "INPUT.INTERPOLATION": tuple(INTERPOLATION_MODES)}
+
+
+def choice_error(key, value, allowed):
+    """The one line for an enumerated key given a value it does not take (with the near miss)."""
+    near = [a for a in allowed if str(a).lower() == str(value).lower()] or difflib.get_close_matches(
+        str(value), [str(a) for a in allowed], n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return ConfigError(f"{key} is {value!r}: it must be one of {', '.join(map(str, allowed))}{hint}.")
+
+
+def check_choices(cfg):
+    """Every enumerated key, before the run folder is touched: the general ones here, the trainer's own
+    (its PREC, its modes) by the trainer class's `check_cfg` (a classmethod, so no trainer is built)."""
+    for key, allowed in _general_choices().items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        if value not in allowed:
+            raise choice_error(key, value, allowed)
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    try:
+        trainer_cls.check_cfg(cfg)
+    except ConfigError:
+        raise
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(exc.args[0] if exc.args else str(exc)) from None
 
 
 def check_values(cfg, training=True):

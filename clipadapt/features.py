@@ -113,6 +113,17 @@ def damage_of(entry):
     return None
 
 
+# Cache folders this process found unwritable (full disk, quota, read-only): said once, not retried.
+_UNWRITABLE = set()
+
+
+def _note_unwritable(cache_dir, exc, what):
+    if cache_dir not in _UNWRITABLE:
+        _UNWRITABLE.add(cache_dir)
+        print(f"Note: {what} ({exc.strerror or exc}); features are computed without caching them from now on in "
+              "this run (this note is not repeated)")
+
+
 class FeatureCache:
     """Files `<cache_dir>/<key[:2]>/<key>.pt` holding {"features", "shape", "sha256", "meta"}; a file
     whose checksum, shape or values do not hold up is recomputed with a printed note. A cache that
@@ -158,12 +169,13 @@ class FeatureCache:
         features = self.load(key)
         if features is not None:
             return features
+        if self.cache_dir in _UNWRITABLE:
+            return self._checked(compute_fn(), meta)
         try:
             lock = self._lock(key)
             lock.__enter__()
         except OSError as exc:  # read-only or full cache folder: the features are still computable
-            print(f"Note: feature cache {self.cache_dir} cannot be written ({exc.strerror or exc}); computing "
-                  "features without caching them")
+            _note_unwritable(self.cache_dir, exc, f"feature cache {self.cache_dir} cannot be written")
             return self._checked(compute_fn(), meta)
         try:
             self._remove_leftovers(key)
@@ -176,8 +188,7 @@ class FeatureCache:
                 try:
                     atomic_torch_save(entry, self.path(key), prefix=self._temp_prefix(key))
                 except OSError as exc:
-                    print(f"Note: could not write the feature cache file {self.path(key)} "
-                          f"({exc.strerror or exc}); continuing with the features computed now")
+                    _note_unwritable(self.cache_dir, exc, f"could not write the feature cache file {self.path(key)}")
         finally:
             lock.__exit__(None, None, None)
         return features

@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from . import runs
 from .metrics import harmonic_mean
-from .protocols import DG_TARGETS, FEWSHOT_SHOTS, LAYOUTS, PROTOCOLS, SOURCE_DATASET, XD_TARGETS
+from .protocols import DEFAULT_DATASETS, DG_TARGETS, FEWSHOT_SHOTS, LAYOUTS, PROTOCOLS, SOURCE_DATASET, XD_TARGETS
 
 LOG_NAME = "log.txt"
 FINISH_TRAINING = runs.FINISH_TRAINING  # Dassl >= 0.6.1; older forks look for "Finished training"
@@ -34,6 +34,7 @@ FEWSHOT_RUNS = LAYOUTS["fewshot"][1]  # under fewshot/
 
 PARTIAL_MARK = "†"
 UNCHECKED_MARK = "*"
+MISSING_LABEL = " (missing)"  # after a dataset whose runs were all skipped or failed
 
 
 class ResultError(Exception):
@@ -153,6 +154,11 @@ def parse_directory(directory, keyword="accuracy", test_log=False, ci95=False, o
     out = out or sys.stdout
     files, values = [], []
     for run_dir in run_dirs(directory):
+        seed = re.fullmatch(r"seed(\d+)", os.path.basename(run_dir))
+        disagreement = folder_disagreement(Path(run_dir), {"seed": seed.group(1)} if seed else {})
+        if disagreement:
+            warn(f"skipping {run_dir}: {disagreement}; it is not averaged")
+            continue
         path = run_log(run_dir)
         metrics, used = parse_log(path, [keyword], TEST_RESULT if test_log else None)
         if not test_log and used == TEST_RESULT:
@@ -161,6 +167,8 @@ def parse_directory(directory, keyword="accuracy", test_log=False, ci95=False, o
         files.append(path)
         values.append(metrics[keyword])
         print(f"file: {path}. {keyword}: {metrics[keyword]:.2f}%. ", file=out)
+    if not values:
+        raise ResultError(f"no run in {directory} can be averaged: each one was skipped (see the warnings above)")
     mean, spread = summarize(values, ci95)
     print(f"===\nSummary of directory: {directory}\n* {keyword}: {mean:.2f}% +- {spread:.2f}%\n===", file=out)
     return DirectorySummary(files, values, mean, spread)
@@ -231,8 +239,10 @@ def folder_disagreement(run_dir: Path, fields: dict) -> Optional[str]:
     """What a run's run.json records that its folder's name contradicts (trainer, seed, shots, config
     label), or None: a seed folder copied from another seed, or a run trained by hand with other options
     into a config folder, is not what its row says."""
-    recorded = runs.read_json(str(run_dir / runs.RUN_FILE))
-    if not isinstance(recorded, dict):
+    recorded, problem = runs.read_run_record(str(run_dir))
+    if problem:
+        return f"its {runs.RUN_FILE} is damaged ({problem}), so nothing says which run this is"
+    if recorded is None:
         return None
     expected = {"trainer": recorded.get("trainer"), "seed": recorded.get("seed"), "shots": recorded.get("shots")}
     differ = [f"{key} {value!r} (the folder says {fields[key]!r})" for key, value in expected.items()
@@ -246,11 +256,14 @@ def folder_disagreement(run_dir: Path, fields: dict) -> Optional[str]:
 
 
 def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Optional[str] = None) -> Dict:
-    """``{(dataset, Method): {seed: {keyword: value}}}``; unreadable runs are skipped with a warning."""
+    """``{(dataset, Method): {seed: {keyword: value}}}``; unreadable runs are skipped with a warning (a key
+    whose runs were all skipped maps to ``{}``)."""
     found: Dict = {}
     for fields, run_dir in match_run_dirs(base, pattern):
         if trainers and fields["trainer"] not in trainers:
             continue
+        key = (fields.get("dataset", dataset), Method(fields["trainer"], fields["cfg"], int(fields["shots"])))
+        found.setdefault(key, {})  # a dataset whose runs are all skipped still gets its row, marked missing
         disagreement = folder_disagreement(run_dir, fields)
         if disagreement:
             warn(f"skipping {run_dir}: {disagreement}; it is not the run its folder names, so it is not averaged")
@@ -263,9 +276,14 @@ def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Option
         if metrics is None:
             warn(f"skipping {run_dir}: no {runs.RESULT_FILE} and no {LOG_NAME}")
             continue
-        key = (fields.get("dataset", dataset), Method(fields["trainer"], fields["cfg"], int(fields["shots"])))
-        found.setdefault(key, {})[int(fields["seed"])] = metrics
+        found[key][int(fields["seed"])] = metrics
     return found
+
+
+def read_methods(*found: Dict) -> List[Method]:
+    """The methods with at least one readable run in `found` (load_runs' dicts): a method whose runs are
+    all skipped gets no column, while a dataset whose runs are all skipped keeps its row, marked missing."""
+    return [m for runs_found in found for (_, m), per_seed in runs_found.items() if per_seed]
 
 
 def order_methods(methods, trainers=None) -> List[Method]:
@@ -323,6 +341,34 @@ def mean_cell(cells: List[Cell], expected: int) -> Cell:
     if not values:
         return Cell()
     return Cell(float(np.mean(values)), mark=PARTIAL_MARK if len(values) < expected else "")
+
+
+def average_label(protocol: str, datasets: List[str]) -> str:
+    """'Average', or 'Average (3 of 11)' when the table holds some of the protocol's datasets but not all:
+    such a mean is not comparable with a published Average (the world's datasets are not the protocol's)."""
+    expected = DEFAULT_DATASETS.get(protocol, ())
+    covered = [d for d in datasets if d in expected]
+    return f"Average ({len(covered)} of {len(expected)})" if covered and len(covered) < len(expected) else "Average"
+
+
+def mark_missing_rows(table: "Table", protocol: str, datasets: List[str]) -> None:
+    """Label the dataset rows where no run of ours has a value (all skipped or failed), and say what an
+    Average over fewer datasets than the protocol's means."""
+    ours = [i for i, h in enumerate(table.headers) if i and h != "seeds"]
+    missing = []
+    for row in table.rows:
+        if row[0] in datasets and all(not isinstance(row[i], Cell) or row[i].value is None or row[i].seeds == 0
+                                      for i in ours):
+            missing.append(row[0])
+            row[0] += MISSING_LABEL
+    if missing:
+        table.footnotes.append(f"{MISSING_LABEL.strip()}: no run of {', '.join(missing)} could be read (each was "
+                               "skipped or failed; see the warnings), so the Average leaves it out")
+    label = average_label(protocol, datasets)
+    if label != "Average":
+        left_out = [d for d in DEFAULT_DATASETS[protocol] if d not in datasets]
+        table.footnotes.append(f"{label}: the mean over the protocol's datasets in the table; {', '.join(left_out)} "
+                               "have no runs, so it is not comparable with a published Average")
 
 
 def row_cells(rows: List[list]) -> List[Cell]:
@@ -418,10 +464,12 @@ def build_pair_table(protocol, pairs, methods, datasets, names, ref_keys, refere
             row += cells
             bars[label][dataset] = (cells[0].value, cells[1].value)
         rows.append(row + [seeds_text(row_cells(rows + [row] if dataset == "Average" else [row]))])
+    rows[-1][0] = average_label(protocol, datasets)
     a, b, h = names
     table = Table(protocol, headers, rows, series={"rows": datasets + ["Average"], "bars": bars, "names": names})
     table.footnotes.append(f"{h} = 2*{a}*{b}/({a}+{b}); Average: {a} and {b} are means over datasets, "
                            f"{h} is the {h} of those means")
+    mark_missing_rows(table, protocol, datasets)
     return finish_table(table, references)
 
 
@@ -443,7 +491,7 @@ def build_base2new_table(root="output", trainers=None, reference=None, keyword="
             pairs[key] = (seed_mean(base, keyword, common), seed_mean(new, keyword, common))
         else:
             pairs[key] = (seed_mean(base, keyword), seed_mean(new, keyword))
-    methods = order_methods([m for _, m in keys], trainers)
+    methods = order_methods(read_methods(trained, tested_base, tested_new), trainers)
     datasets = sorted({d for d, _ in keys})
     references = select_references(reference, "base2new", trainers)
     return build_pair_table("base2new", pairs, methods, datasets, ("Base", "New", "HM"),
@@ -453,7 +501,7 @@ def build_base2new_table(root="output", trainers=None, reference=None, keyword="
 def build_gzsl_table(root="output", trainers=None, reference=None) -> Table:
     runs = load_runs(Path(root) / "gzsl", GZSL_RUNS, ["acc_seen", "acc_unseen"], trainers)
     pairs = {key: (seed_mean(r, "acc_seen"), seed_mean(r, "acc_unseen")) for key, r in runs.items()}
-    methods = order_methods([m for _, m in runs], trainers)
+    methods = order_methods(read_methods(runs), trainers)
     datasets = sorted({d for d, _ in runs})
     references = select_references(reference, "gzsl", trainers)
     return build_pair_table("gzsl", pairs, methods, datasets, ("S", "U", "H"), ("s", "u", "h"), references, trainers)
@@ -472,9 +520,9 @@ def build_transfer_table(protocol, root="output", trainers=None, reference=None,
         if others:
             warn(f"xd: ignoring evaluations outside the protocol's targets: {', '.join(others)}")
     runs = {**source, **{k: v for k, v in targets.items() if k[0] in known}}
-    methods = order_methods([m for _, m in runs], trainers)
+    methods = order_methods(read_methods(runs), trainers)
     references = select_references(reference, protocol, trainers)
-    headers = ["Method", f"{SOURCE_DATASET} (source)", *known, "Average", "seeds"]
+    headers = ["Method", f"{SOURCE_DATASET} (source)", *known, average_label(protocol, list(known)), "seeds"]
     rows = []
     for label, item in interleave(methods, method_labels(methods), references, trainers):
         if isinstance(item, dict):
@@ -485,6 +533,10 @@ def build_transfer_table(protocol, root="output", trainers=None, reference=None,
         rows.append([label, *cells, seeds_text(cells)])
     table = Table(protocol, headers, rows)
     table.footnotes.append(f"Average: mean over the {len(known)} target datasets (source excluded)")
+    if headers[-2] != "Average":
+        left_out = [d for d in DEFAULT_DATASETS[protocol] if d not in known]
+        table.footnotes.append(f"{headers[-2]}: {', '.join(left_out)} have no runs, so it is not comparable with a "
+                               "published Average")
     return finish_table(table, references)
 
 
@@ -494,7 +546,7 @@ def build_fewshot_table(root="output", trainers=None, reference=None, keyword="a
     for (dataset, m), per_seed in runs.items():  # one column group per trainer/cfg, shots as columns
         by_method.setdefault(m._replace(shots=0), {})[(dataset, m.shots)] = seed_mean(per_seed, keyword)
     shots = sorted(set(FEWSHOT_SHOTS) | {m.shots for _, m in runs})
-    methods = order_methods(by_method, trainers)
+    methods = order_methods({m._replace(shots=0) for m in read_methods(runs)}, trainers)
     labels = method_labels(methods)
     datasets = sorted({d for d, _ in runs})
     references = select_references(reference, "fewshot", trainers)
@@ -514,7 +566,9 @@ def build_fewshot_table(root="output", trainers=None, reference=None, keyword="a
             row += cells
             lines[label][dataset] = {s: c.value for s, c in zip(shots, cells)}
         rows.append(row + [seeds_text(row_cells(rows + [row] if dataset == "Average" else [row]))])
+    rows[-1][0] = average_label("fewshot", datasets)
     table = Table("fewshot", headers, rows, series={"rows": datasets + ["Average"], "shots": shots, "lines": lines})
+    mark_missing_rows(table, "fewshot", datasets)
     return finish_table(table, references)
 
 

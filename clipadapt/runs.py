@@ -202,6 +202,37 @@ def read_json(path):
         return None
 
 
+# The keys of a run.json that readers use, with their types (older records may lack some; none may hold
+# another type: a hand-edited or crafted file of another shape is damaged, never half-trusted).
+RUN_RECORD_TYPES = {"trainer": str, "dataset": str, "seed": int, "shots": int, "subsample": str, "tag": str,
+                    "config": dict, "config_digest": str, "eval_only": bool, "overrides": dict}
+
+
+KIND_NAMES = {str: "a string", int: "a whole number", dict: "a JSON object", bool: "true or false"}
+
+
+def run_record_problem(recorded):
+    """Why a run.json's content is not a run record (None when it is one)."""
+    if not isinstance(recorded, dict):
+        return "it is not a readable JSON object"
+    for key, kind in RUN_RECORD_TYPES.items():
+        value = recorded.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            return f"its {key!r} is {value!r}, not {KIND_NAMES[kind]}"
+    return None
+
+
+def read_run_record(directory):
+    """(record, problem) of `directory`'s run.json: (None, None) when there is none, (None, why) when it
+    is damaged (unreadable or of another shape), (dict, None) otherwise. The one reader of run.json."""
+    path = osp.join(directory, RUN_FILE)
+    if not osp.isfile(path):
+        return None, None
+    recorded = read_json(path)
+    problem = run_record_problem(recorded)
+    return (None, problem) if problem else (recorded, None)
+
+
 def write_json(path, data):
     """Atomic and fsynced: readers, and a machine that loses power, see the old file or the new one."""
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
@@ -235,7 +266,7 @@ def mismatch_message(directory, diffs):
 
 def check_folder(directory, cfg):
     """Raise RunMismatch when `directory` holds a run whose config differs from `cfg`."""
-    recorded = read_json(osp.join(directory, RUN_FILE))
+    recorded, _ = read_run_record(directory)  # a damaged record tells nothing: train.py rewrites it
     if recorded and cfg is not None:
         diffs = recorded_diff(recorded, cfg)
         if diffs:
@@ -259,9 +290,11 @@ def result_problem(result, split="test"):
 
 def is_finished(directory, cfg=None):
     """True when `directory` holds a finished run (of `cfg`, when given: RunMismatch otherwise): a
-    result.json that reads and holds valid metrics. A damaged one is not finished, so its command
+    result.json that reads and holds valid metrics, and a run.json (when there is one) that is a record. A damaged one is not finished, so its command
     runs the run again and writes a new one."""
     check_folder(directory, cfg)
+    if read_run_record(directory)[1]:
+        return False  # a damaged run.json: the tables skip the run, so its command must run it again
     result = osp.join(directory, RESULT_FILE)
     if osp.isfile(result):
         return result_problem(read_json(result), cfg.TEST.SPLIT if cfg is not None else "test") is None
@@ -298,7 +331,7 @@ def describe_run(cfg, base_cfg, config_file, eval_only=False, model_dir="", load
 def start_run(directory, identity):
     """Record the run's identity; a result of another config in the folder no longer belongs there."""
     os.makedirs(directory, exist_ok=True)
-    previous = read_json(osp.join(directory, RUN_FILE))
+    previous, _ = read_run_record(directory)
     if previous and config_diff(previous.get("config") or {}, identity["config"]):
         result = osp.join(directory, RESULT_FILE)
         if osp.isfile(result):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .checkpoints import (CheckpointError, check_weights, load_checkpoint, load_state_without_derived,
                           weights_fingerprint)
 from .config import ConfigError
+from .clip.prompts import POSITIONS
 from .clip import (PRECISIONS, TextEncoder, check_input_config, compute_dtype, embed_dim, input_size,
                    load_clip_from_cfg, precision_dtype, precision_key, prompts_for, state_dict_digest)
 from .engine import CheckpointMixin, TrainerX, build_data_loader, build_transform
@@ -54,18 +55,25 @@ class ClipTrainer(*_BASES):
         """Set the method's keys and their defaults on `node` (each trainer's own)."""
 
     def __init__(self, cfg):
-        self.check_prec(cfg)
-        super().__init__(cfg)
+        super().__init__(cfg)  # the engine calls check_cfg first
         if cfg.DATASET.SUBSAMPLE_CLASSES == "gzsl":
             self.evaluator = GZSLClassification(cfg, lab2cname=self.lab2cname, num_seen=len(self.base_classnames))
 
     # ----- config --------------------------------------------------------------------------------
     @classmethod
-    def check_prec(cls, cfg):
-        """The PREC key every trainer node has, checked here once (before the trainer's own check_cfg)."""
+    def check_cfg(cls, cfg):
+        """Refuse a config the method cannot run (train.py calls it before the run folder is touched, the
+        engine again when the trainer is built). A classmethod: it reads only `cfg`. Here the keys many
+        trainer nodes share (PREC, CLASS_TOKEN_POSITION); a trainer adds its own and calls super()."""
+        from .config import choice_error
         node = cfg.TRAINER[cls.CONFIG_NODE] if cls.CONFIG_NODE else None
-        if node is not None and "PREC" in node and node.PREC not in PRECISIONS:
-            raise ValueError(f'TRAINER.{cls.CONFIG_NODE}.PREC "{node.PREC}" must be fp16, fp32, bf16 or amp')
+        if node is None:
+            return
+        key = f"TRAINER.{cls.CONFIG_NODE}"
+        if "PREC" in node and node.PREC not in PRECISIONS:
+            raise choice_error(f"{key}.PREC", node.PREC, PRECISIONS)
+        if "CLASS_TOKEN_POSITION" in node and node.CLASS_TOKEN_POSITION not in POSITIONS:
+            raise choice_error(f"{key}.CLASS_TOKEN_POSITION", node.CLASS_TOKEN_POSITION, POSITIONS)
 
     @property
     def method_cfg(self):

@@ -164,7 +164,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "MaPLe", "IVLP", "PromptSRC",
                                      "CLIPAdapter", "LinearProbeCLIP", "PVA", "SHIP"])
 def test_every_trainer_refuses_an_unknown_precision_by_its_key(tmp_path, trainer):
-    """ClipTrainer checks each trainer node's PREC once, before building anything."""
+    """ClipTrainer.check_cfg checks each trainer node's PREC, before building anything."""
     from conftest import make_cfg
     from clipadapt.engine import TRAINER_REGISTRY
     node = make_cfg(trainer, f"configs/trainers/{trainer}/shapes.yaml", str(tmp_path), tmp_path).TRAINER
@@ -172,7 +172,10 @@ def test_every_trainer_refuses_an_unknown_precision_by_its_key(tmp_path, trainer
     assert "PREC" in node[cls.CONFIG_NODE]
     cfg = make_cfg(trainer, f"configs/trainers/{trainer}/shapes.yaml", str(tmp_path), tmp_path,
                    [f"TRAINER.{cls.CONFIG_NODE}.PREC", "fp8"])
-    with pytest.raises(ValueError, match=rf'^TRAINER\.{cls.CONFIG_NODE}\.PREC "fp8" must be fp16, fp32, bf16 or amp$'):
+    message = rf"^TRAINER\.{cls.CONFIG_NODE}\.PREC is 'fp8': it must be one of fp32, fp16, bf16, amp\.$"
+    with pytest.raises(ValueError, match=message):
+        cls.check_cfg(cfg)  # a classmethod: train.py checks before the run folder, without building the trainer
+    with pytest.raises(ValueError, match=message):
         cls(cfg)
 
 

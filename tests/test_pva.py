@@ -372,4 +372,4 @@ def test_bad_switch_values_are_refused_by_name(tmp_path, key, value):
     from trainers.pva import PVA
     cfg = make_cfg("PVA", PVA_CFG, str(tmp_path), tmp_path, [f"TRAINER.PVA.{key}", value])
     with pytest.raises(ValueError, match=f"TRAINER.PVA.{key}"):
-        PVA.check_cfg(None, cfg)
+        PVA.check_cfg(cfg)  # a classmethod: checked before any trainer is built

@@ -52,8 +52,8 @@ def test_reference_columns_for_base2new_show_kgcoop(tmp_path):
     run.parent.mkdir(parents=True)
     run.write_text("=> result\n* total: 10\n* correct: 7\n* accuracy: 70.0%\n")
     table = ptr.build_base2new_table(tmp_path, trainers=["KgCoOp"], reference=ptr.load_reference())
-    assert column(table, "KgCoOp (paper) Base") == {"eurosat": "85.64", "Average": "80.73"}
-    assert column(table, "KgCoOp (paper) HM")["Average"] == "77.00"
+    assert column(table, "KgCoOp (paper) Base") == {"eurosat": "85.64", "Average (1 of 11)": "80.73"}
+    assert column(table, "KgCoOp (paper) HM")["Average (1 of 11)"] == "77.00"
     assert any("KgCoOp readme.md" in note for note in table.footnotes)
 
 
@@ -69,10 +69,55 @@ def test_reference_columns_for_gzsl_and_xd_and_fewshot(tmp_path):
     run.parent.mkdir(parents=True)
     run.write_text("Finish training\n=> result\n* accuracy: 50.0%\n* acc_seen: 62.0%\n* acc_unseen: 40.0%\n")
     gzsl = ptr.build_gzsl_table(tmp_path, reference=reference)  # published rows beside the datasets we ran
-    assert column(gzsl, "CoOp (paper) S") == {"cub": "60.00", "Average": "-"}
+    assert column(gzsl, "CoOp (paper) S") == {"cub": "60.00", "Average (1 of 4)": "-"}
     assert column(gzsl, "CoOp (paper) H")["cub"] == "54.50" and column(gzsl, "CoOp S")["cub"] == "62.00"
     xd = ptr.build_transfer_table("xd", tmp_path, reference=reference)
     row = {r[0]: [c.text() for c in r[1:-1]] for r in xd.rows}["CoOp (paper)"]
     assert row[0] == "71.50*" and row[-1] == "63.90"
     fewshot = ptr.build_fewshot_table(tmp_path, reference=reference)
     assert column(fewshot, "LinearProbeCLIP (paper) 16-shot") == {"Average": "-"}  # no eurosat run: no row
+
+
+def test_ship_tables_as_read_hold_their_own_arithmetic():
+    """SHIP's Tables 1-3 (read from the authors' PDF text layer): every H is the HM of its pair but the one
+    cell the paper misprints, each Average is the mean of its 11 datasets, Table 2's Average the mean of
+    its 10 targets, and the paper's claimed gains follow from the rows."""
+    reference = json.loads(ptr.REFERENCE_FILE.read_text())
+    b2n = reference["base2new"]
+    for name in ("CLIP-Adapter", "CoOp + SHIP", "CLIP-Adapter + SHIP", "Tip-Adapter-F + SHIP"):
+        results = b2n[name]["results"]
+        assert "Table 1" in b2n[name]["source"] and len(results) == 12
+        rows = [v for k, v in results.items() if k != "average"]
+        for key in ("base", "new"):
+            assert abs(statistics.mean(v[key] for v in rows) - results["average"][key]) < 0.006, (name, key)
+        wrong = [d for d, v in results.items() if abs(hm(v["base"], v["new"]) - v["hm"]) > 0.011]
+        assert wrong == (["caltech101"] if name == "CLIP-Adapter" else []), name
+    ship, coop = b2n["CoOp + SHIP"]["results"]["average"], b2n["CoOp"]["results"]["average"]
+    assert (round(ship["new"] - coop["new"], 2), round(ship["hm"] - coop["hm"], 2)) == (10.47, 5.07)
+    for protocol, key, entries in (("xd", "accuracy", ("CLIP", "CoOp", "CoOp + SHIP")),):
+        for name in entries:
+            results = reference[protocol][name]["results"]
+            targets = [v[key] for d, v in results.items() if d != "average"]
+            assert len(targets) == 10 and abs(statistics.mean(targets) - results["average"][key]) < 0.006, name
+    gzsl = reference["gzsl"]
+    for name in ("CLIP", "CoOp", "CoOp + SHIP"):
+        for dataset, v in gzsl[name]["results"].items():
+            assert abs(hm(v["u"], v["s"]) - v["h"]) < 0.1, (name, dataset)  # one decimal in the paper, sometimes cut
+    gains = [round(gzsl["CoOp + SHIP"]["results"][d]["u"] - gzsl["CoOp"]["results"][d]["u"], 1)
+             for d in ("cub", "awa2", "flo")]
+    assert gains == [6.1, 11.4, 16.8]  # the paper's text
+
+
+def test_ship_rows_print_beside_our_runs_in_each_protocol(tmp_path):
+    reference = ptr.load_reference()
+    run = tmp_path / "base2new" / "test_new" / "eurosat" / "shots_16" / "SHIP" / "vit_b16" / "seed1" / "log.txt"
+    run.parent.mkdir(parents=True)
+    run.write_text("=> result\n* total: 10\n* correct: 7\n* accuracy: 70.0%\n")
+    table = ptr.build_base2new_table(tmp_path, trainers=["SHIP"], reference=reference)
+    assert column(table, "CoOp + SHIP (paper) New")["eurosat"] == "66.87"
+    assert column(table, "Tip-Adapter-F + SHIP (paper) HM")["Average (1 of 11)"] == "79.94"
+    gzsl_run = tmp_path / "gzsl" / "cub" / "shots_16" / "SHIP" / "vit_b16" / "seed1" / "log.txt"
+    gzsl_run.parent.mkdir(parents=True)
+    gzsl_run.write_text("Finish training\n=> result\n* accuracy: 50.0%\n* acc_seen: 62.0%\n* acc_unseen: 40.0%\n")
+    gzsl = ptr.build_gzsl_table(tmp_path, trainers=["SHIP"], reference=reference)
+    assert column(gzsl, "SHIP (paper) U")["cub"] == "55.30" and column(gzsl, "SHIP (paper) S")["cub"] == "58.90"

@@ -252,10 +252,16 @@ def test_unwritable_or_full_feature_cache_computes_online_and_leftovers_go(shape
     trainer._features.clear()
     capsys.readouterr()
     assert torch.equal(trainer.cached_features("test"), fresh)
-    assert f"Note: could not write the feature cache file {path} (No space left on device); continuing with the " \
-           "features computed now" in capsys.readouterr().out
+    assert f"Note: could not write the feature cache file {path} (No space left on device); features are " \
+           "computed without caching them from now on in this run (this note is not repeated)" \
+           in capsys.readouterr().out
     # nothing but (at most) the key's lock file: no temp file, no half-written cache file
     assert [f for f in os.listdir(osp.dirname(path)) if f != f"{key}.pt.lock"] == []
+    # Said once: the next epoch's features are computed without another note or another write.
+    trainer._features.clear()
+    assert torch.equal(trainer.cached_features("test"), fresh)
+    assert "Note:" not in capsys.readouterr().out and not osp.exists(path)
+    features._UNWRITABLE.clear()  # a new run tries the cache again
 
     # A cache folder that cannot be written at all (read-only mount): computed online.
     monkeypatch.setattr(features.os, "makedirs", lambda *a, **k: (_ for _ in ()).throw(
@@ -263,8 +269,9 @@ def test_unwritable_or_full_feature_cache_computes_online_and_leftovers_go(shape
     trainer._features.clear()
     capsys.readouterr()
     assert torch.equal(trainer.cached_features("test"), fresh)
-    assert f"Note: feature cache {cache_dir} cannot be written (Read-only file system); computing features " \
-           "without caching them" in capsys.readouterr().out
+    assert f"Note: feature cache {cache_dir} cannot be written (Read-only file system); features are computed " \
+           "without caching them from now on in this run (this note is not repeated)" in capsys.readouterr().out
+    features._UNWRITABLE.clear()
     assert not osp.exists(path)
 
 

@@ -197,3 +197,119 @@ def test_the_planner_knows_which_trainers_learn_as_their_classes_say():
     from clipadapt.runs import NON_LEARNING_TRAINERS
     names = TRAINER_REGISTRY.registered_names()
     assert {n for n in names if not TRAINER_REGISTRY.get(n).LEARNS} == NON_LEARNING_TRAINERS
+
+
+@pytest.mark.parametrize("text,message", [
+    ("- a\n- b\n", 'holds a list, not a mapping of keys: write it as "KEY: value" lines'),
+    ("hello\n", 'holds a bare string, not a mapping of keys'),
+    ("OPTIM:\n  LR: [0.1\n", "is not valid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'. "
+                             "Fix the file"),
+    ("OPTIM: !!python/object/apply:os.system ['echo PWNED']\n",
+     "line 1 uses the YAML tag !!python/object/apply:os.system: a config holds plain values"),
+])
+def test_a_config_file_that_is_not_a_mapping_is_one_line_and_nothing_is_written(shapes_root, tmp_path, train_main,
+                                                                                  text, message):
+    bad = tmp_path / "method.yaml"
+    bad.write_text(text)
+    out = tmp_path / "run"
+    args = coop_args(shapes_root, out)
+    args[args.index("--config-file") + 1] = str(bad)
+    error = fails(train_main, args)
+    assert error.startswith(f'error: Config file "{bad}" ') and message in error and "\n" not in error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("DATASET.SUBSAMPLE_CLASSES", "Base", "DATASET.SUBSAMPLE_CLASSES is 'Base': it must be one of all, base, new, "
+                                          "gzsl (did you mean 'base'?)."),
+    ("TRAINER.COOP.PREC", "fp8", "TRAINER.COOP.PREC is 'fp8': it must be one of fp32, fp16, bf16, amp."),
+    ("TRAINER.COOP.CLASS_TOKEN_POSITION", "midle", "TRAINER.COOP.CLASS_TOKEN_POSITION is 'midle': it must be one of "
+                                                   "end, middle, front (did you mean 'middle'?)."),
+    ("OPTIM.LR_SCHEDULER", "cosin", "OPTIM.LR_SCHEDULER is 'cosin': it must be one of single_step, multi_step, cosine "
+                                    "(did you mean 'cosine'?)."),
+    ("TEST.FINAL_MODEL", "best", "TEST.FINAL_MODEL is 'best': it must be one of last_step, best_val"),
+])
+def test_enumerated_keys_are_checked_before_the_run_folder_is_touched(shapes_root, tmp_path, train_main, key, value,
+                                                                      message):
+    out = tmp_path / "run"
+    error = fails(train_main, coop_args(shapes_root, out, key, value))
+    assert error.startswith(f"error: {message}")
+    assert not out.exists()  # no phantom unfinished run.json
+
+
+def test_a_trainers_own_modes_are_checked_before_the_run_folder(shapes_root, tmp_path, train_main):
+    out = tmp_path / "run"
+    args = coop_args(shapes_root, out, "TRAINER.SHIP.STAGE2", "cooop")
+    args[args.index("--trainer") + 1] = "SHIP"
+    args[args.index("--config-file") + 1] = "configs/trainers/SHIP/shapes.yaml"
+    assert fails(train_main, args) == ("error: TRAINER.SHIP.STAGE2 is 'cooop': it must be one of coop, clip_adapter "
+                                       "(did you mean 'coop'?).")
+    assert not out.exists()
+
+
+def test_a_symlink_loop_in_a_class_folder_is_named(tmp_path):
+    from clipadapt.data import listdir_nohidden
+    from clipadapt.data.errors import DatasetError
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    (folder / "1.jpg").write_bytes(b"x")
+    os.symlink("b.jpg", folder / "a.jpg")
+    os.symlink("a.jpg", folder / "b.jpg")
+    with pytest.raises(DatasetError, match=rf'^"{re.escape(str(folder))}/[ab]\.jpg" cannot be read as a file or a '
+                                           r"folder \(Too many levels of symbolic links\): a symbolic link that points "
+                                           "at itself"):
+        listdir_nohidden(str(folder), files_only=True)
+
+
+def test_a_stray_negative_label_is_not_counted_as_a_class(tmp_path):
+    from clipadapt.data.errors import DatasetError
+    from clipadapt.data.splits import parse_entries
+    data = {"train": [["a/1.jpg", 0, "a"], ["b/1.jpg", 1, "b"]], "val": [], "test": [["a/2.jpg", -1, "a"]]}
+    with pytest.raises(DatasetError, match=r"label -1 is out of range; the file's other entries have 2 classes, so "
+                                           r"labels must be 0\.\.1\.$"):
+        parse_entries(data, "split.json")
+
+
+@pytest.mark.parametrize("record,problem", [
+    ("[1, 2]", "it is not a readable JSON object"),
+    ('{"trainer": 5, "seed": 1}', "its 'trainer' is 5, not a string"),
+    ('{"trainer": "CoOp", "seed": "1"}', "its 'seed' is '1', not a whole number"),
+    ('{"trainer": "CoOp", "config": [1]}', "its 'config' is [1], not a JSON object"),
+])
+def test_a_run_json_of_the_wrong_shape_is_damaged_not_trusted(tmp_path, capsys, record, problem):
+    from clipadapt import results, runs
+    layout = tmp_path / "base2new" / "test_new" / "eurosat" / "shots_16" / "CoOp" / "vit_b16"
+    good, crafted = layout / "seed1", layout / "seed2"
+    for seed, path in ((1, good), (2, crafted)):
+        path.mkdir(parents=True)
+        (path / runs.RUN_FILE).write_text(f'{{"trainer": "CoOp", "seed": {seed}, "shots": 16}}')
+        (path / runs.RESULT_FILE).write_text(f'{{"results": {{"test": {{"accuracy": {50 + seed * 10}}}}}}}')
+    (crafted / runs.RUN_FILE).write_text(record)
+    assert runs.is_finished(str(good)) and not runs.is_finished(str(crafted))  # its command runs it again
+    table = results.build_base2new_table(tmp_path, trainers=["CoOp"])
+    assert [r for r in table.rows if r[0] == "eurosat"][0][table.headers.index("CoOp New")].text() == "60.00"
+    assert (f"skipping {crafted}: its run.json is damaged ({problem}), so nothing says which run this is"
+            in capsys.readouterr().err)
+    (good / "log.txt").write_text("Finish training\n=> result\n* accuracy: 60.0%\n")
+    assert results.parse_directory(str(layout)).values == [60.0]  # CoOp's per-directory summary skips it too
+    assert "its run.json is damaged" in capsys.readouterr().err
+
+
+def test_a_dataset_whose_runs_all_failed_is_a_row_marked_missing(tmp_path, capsys):
+    from clipadapt import results, runs
+    for dataset, accuracy in (("eurosat", 60.0), ("dtd", 250.0)):  # dtd's only run is damaged
+        for split in ("train_base", "test_new"):
+            path = tmp_path / "base2new" / split / dataset / "shots_16" / "CoOp" / "vit_b16" / "seed1"
+            path.mkdir(parents=True)
+            (path / runs.RESULT_FILE).write_text(f'{{"results": {{"test": {{"accuracy": {accuracy}}}}}}}')
+    table = results.build_base2new_table(tmp_path, trainers=["CoOp"], reference=results.load_reference())
+    labels = [r[0] for r in table.rows]
+    assert labels == ["dtd (missing)", "eurosat", "Average (2 of 11)"]
+    assert [c.text() for c in table.rows[0][1:4]] == ["-", "-", "-"]
+    average = table.rows[-1]
+    assert average[table.headers.index("CoOp Base")].text() == f"60.00{results.PARTIAL_MARK}"
+    assert average[table.headers.index("CoOp (paper) Base")].text() == "82.69"  # the paper's over all 11
+    notes = "\n".join(table.footnotes)
+    assert "(missing): no run of dtd could be read" in notes
+    assert "Average (2 of 11): the mean over the protocol's datasets in the table; imagenet, caltech101" in notes
+    assert "not comparable with a published Average" in notes

@@ -41,7 +41,9 @@ class CLIPAdapter(ClipTrainer):
         node.PREC = "fp32"  # frozen CLIP's precision: the released code runs clip_model.float(); adapter is fp32
         node.TEMPLATE = ""  # "" = the dataset's CoOp template
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         node = cfg.TRAINER.CLIP_ADAPTER
         if not (node.VISUAL_ADAPTER or node.TEXT_ADAPTER):
             raise ValueError("TRAINER.CLIP_ADAPTER: VISUAL_ADAPTER and TEXT_ADAPTER are both False: nothing to train")

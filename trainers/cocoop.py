@@ -61,7 +61,9 @@ class CoCoOp(ClipTrainer):
         node.PREC = "fp16"  # fp16, fp32, bf16 or amp
         node.EVAL_TEXT_BATCH = 2000  # prompts per text-encoder pass at evaluation: memory only
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         if cfg.TRAINER.COCOOP.EVAL_TEXT_BATCH < 1:
             raise ValueError("TRAINER.COCOOP.EVAL_TEXT_BATCH must be at least 1 (prompts per text-encoder pass)")
 

@@ -58,8 +58,10 @@ class IVLP(DeepPromptTrainer):
         node.PROMPT_DEPTH_VISION = 9  # layers with vision prompts (0: none)
         node.PROMPT_DEPTH_TEXT = 9  # layers with text prompts (1: the input only)
 
-    def check_cfg(self, cfg):
-        node, key = cfg.TRAINER[self.CONFIG_NODE], f"TRAINER.{self.CONFIG_NODE}"
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
+        node, key = cfg.TRAINER[cls.CONFIG_NODE], f"TRAINER.{cls.CONFIG_NODE}"
         if node.N_CTX_TEXT < 1 or node.PROMPT_DEPTH_TEXT < 1 or node.PROMPT_DEPTH_VISION < 0:
             raise ValueError(f"{key}.N_CTX_TEXT and PROMPT_DEPTH_TEXT must be at least 1, PROMPT_DEPTH_VISION 0 or more")
         if node.PROMPT_DEPTH_VISION > 0 and node.N_CTX_VISION < 1:

@@ -32,7 +32,9 @@ class KgCoOp(CoOp):
         CoOp.config_defaults(node)
         node.W = 8.0  # weight of the knowledge-guided score (the paper's lambda; released scripts pass 8.0)
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         if cfg.TRAINER.COOP.W < 0:
             raise ValueError(f"TRAINER.COOP.W is {cfg.TRAINER.COOP.W}; the score's weight must be >= 0")
 

@@ -119,7 +119,9 @@ class LinearProbeCLIP(ClipTrainer):
         node.NORMALIZE = False  # CoOp lpclip fits the raw image features (clip_model.visual output)
         node.PREC = "fp16"  # frozen CLIP's precision, as CoOp's feature extractor (fp16 on GPU)
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         node = cfg.TRAINER.LINEAR_PROBE
         if cfg.DATASET.SUBSAMPLE_CLASSES in ("new", "gzsl"):
             raise ValueError(

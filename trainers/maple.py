@@ -56,7 +56,9 @@ class MaPLe(DeepPromptTrainer):
         node.PREC = "fp16"  # fp16, fp32, bf16 or amp
         node.PROMPT_DEPTH = 9  # J: layers that get prompts (1 = the input layer only)
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         if cfg.TRAINER.MAPLE.PROMPT_DEPTH < 1 or cfg.TRAINER.MAPLE.N_CTX < 1:
             raise ValueError("TRAINER.MAPLE.PROMPT_DEPTH and TRAINER.MAPLE.N_CTX must be at least 1")
 

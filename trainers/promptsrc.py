@@ -86,7 +86,8 @@ class PromptSRC(IVLP):
         node.GPA_MEAN = 15.0  # epoch of GPA's largest weight
         node.GPA_STD = 1.0
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
         super().check_cfg(cfg)
         if cfg.TRAINER.PROMPTSRC.GPA_STD <= 0:
             raise ValueError("TRAINER.PROMPTSRC.GPA_STD must be > 0")

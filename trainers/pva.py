@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipadapt.clip import PromptLearner
+from clipadapt.config import choice_error
 from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
 from clipadapt.features import encode_images
 from clipadapt.trainer import ClipTrainer
@@ -273,7 +274,9 @@ class PVA(ClipTrainer):
         node.TEMPLATE = ""  # zero-shot prompt of the novel branch; "" = the dataset's CoOp template
         node.CTX_LR_MULT = 1.0  # learning rate of the context tokens relative to OPTIM.LR
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         node = cfg.TRAINER.PVA
         checks = [("ALIGN", node.ALIGN, ALIGNS),
                   ("PROTOTYPE", node.PROTOTYPE, PROTOTYPES), ("MEASURE", node.MEASURE, MEASURES),
@@ -281,7 +284,7 @@ class PVA(ClipTrainer):
                   ("NOVEL_CLASSIFIER", node.NOVEL_CLASSIFIER, NOVEL_CLASSIFIERS)]
         for key, value, allowed in checks:
             if value not in allowed:
-                raise ValueError(f'TRAINER.PVA.{key} "{value}" must be one of {allowed}')
+                raise choice_error(f"TRAINER.PVA.{key}", value, allowed)
         if node.TAU_PERCENTILE > 100:
             raise ValueError(f"TRAINER.PVA.TAU_PERCENTILE {node.TAU_PERCENTILE} must be at most 100 (< 0: fixed TAU)")
         for key in ("MC_SAMPLES", "N_VISUAL_TOKENS"):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from clipadapt.adapters import AdaptedClassifier
 from clipadapt.clip import PromptLearner
+from clipadapt.config import choice_error
 from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_data_loader, build_lr_scheduler, build_optimizer
 from clipadapt.loading import IndexDataset
 from clipadapt.trainer import ClipTrainer
@@ -137,10 +138,12 @@ class SHIP(ClipTrainer):
         node.ADAPTER_RATIO = 0.2  # STAGE2 clip_adapter: alpha, the adapter's share of the blend
         node.ADAPTER_REDUCTION = 4  # STAGE2 clip_adapter: bottleneck D -> D / 4
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         node = cfg.TRAINER.SHIP
         if node.STAGE2 not in STAGE2_CHOICES:
-            raise ValueError(f'TRAINER.SHIP.STAGE2 "{node.STAGE2}" must be one of {STAGE2_CHOICES}')
+            raise choice_error("TRAINER.SHIP.STAGE2", node.STAGE2, STAGE2_CHOICES)
         if node.SYN_PER_REAL < 0:
             raise ValueError(f"TRAINER.SHIP.SYN_PER_REAL must be >= 0, got {node.SYN_PER_REAL}")
 

@@ -38,10 +38,13 @@ def listdir_nohidden(path, dirs_only=False, files_only=False):
     for entry in os.scandir(path):
         if entry.name.startswith("."):
             continue
-        if dirs_only and not entry.is_dir():
-            continue
-        if files_only and not entry.is_file():
-            continue
+        try:
+            if (dirs_only and not entry.is_dir()) or (files_only and not entry.is_file()):
+                continue
+        except OSError as exc:  # a symbolic link that loops (ELOOP) cannot be told file or folder
+            raise DatasetError(f'"{entry.path}" cannot be read as a file or a folder ({exc.strerror}): a symbolic '
+                               "link that points at itself, or round a loop? Remove it or point it at an image "
+                               "or a class folder.") from None
         names.append(entry.name)
     return sorted(names)
 
@@ -95,15 +98,17 @@ def parse_entries(data, filepath, keys=SPLIT_KEYS):
 
     # n distinct labels must be 0..n-1, one classname each (two classes may share a name:
     # ImageNet has two "crane" and two "maillot").
-    n = len({label for key in keys for _, label, _ in parsed[key]})
+    labels = {label for key in keys for _, label, _ in parsed[key]}
+    n = len(labels)
     lab2cname, where = {}, {}
     for key in keys:
         for i, (rel, label, cname) in enumerate(parsed[key]):
             entry = [rel, label, cname]
             if not 0 <= label < n:
+                others = len(labels - {label})  # the stray label is not one of the file's classes
                 raise DatasetError(
-                    f"{filepath}: entry {key}[{i}] = {entry!r}: label {label} is out of range; the file "
-                    f"has {n} classes, so labels must be 0..{n - 1}.")
+                    f"{filepath}: entry {key}[{i}] = {entry!r}: label {label} is out of range; the file's other "
+                    f"entries have {others} classes, so labels must be 0..{others - 1}.")
             if lab2cname.setdefault(label, cname) != cname:
                 raise DatasetError(
                     f"{filepath}: entry {key}[{i}] = {entry!r} names label {label} {cname!r}, but entry "
