@@ -136,7 +136,8 @@ def read_yaml(path):
     if not isinstance(data, dict):
         kind = {"list": "a list", "str": "a bare string", "int": "a number", "float": "a number", "bool": "a boolean"}
         raise ConfigError(f'Config file "{path}" holds {kind.get(type(data).__name__, type(data).__name__)}, not a '
-                          'mapping of keys: write it as "KEY: value" lines, nested by indentation (e.g. "OPTIM:" then "  LR: 0.002").')
+                          'mapping of keys: write it as "KEY: value" lines, nested by indentation (e.g. "OPTIM:" '
+                          'then "  LR: 0.002").')
     return data
 
 

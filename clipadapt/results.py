@@ -364,11 +364,17 @@ def mark_missing_rows(table: "Table", protocol: str, datasets: List[str]) -> Non
     if missing:
         table.footnotes.append(f"{MISSING_LABEL.strip()}: no run of {', '.join(missing)} could be read (each was "
                                "skipped or failed; see the warnings), so the Average leaves it out")
+    table.footnotes += partial_average_notes(protocol, datasets)
+
+
+def partial_average_notes(protocol: str, datasets) -> List[str]:
+    """The footnote of an Average labelled by `average_label` as covering part of the protocol (else none)."""
     label = average_label(protocol, datasets)
-    if label != "Average":
-        left_out = [d for d in DEFAULT_DATASETS[protocol] if d not in datasets]
-        table.footnotes.append(f"{label}: the mean over the protocol's datasets in the table; {', '.join(left_out)} "
-                               "have no runs, so it is not comparable with a published Average")
+    if label == "Average":
+        return []
+    left_out = [d for d in DEFAULT_DATASETS[protocol] if d not in datasets]
+    return [f"{label}: the mean over the protocol's datasets in the table; {', '.join(left_out)} have no runs, so "
+            "it is not comparable with a published Average"]
 
 
 def row_cells(rows: List[list]) -> List[Cell]:
@@ -533,10 +539,7 @@ def build_transfer_table(protocol, root="output", trainers=None, reference=None,
         rows.append([label, *cells, seeds_text(cells)])
     table = Table(protocol, headers, rows)
     table.footnotes.append(f"Average: mean over the {len(known)} target datasets (source excluded)")
-    if headers[-2] != "Average":
-        left_out = [d for d in DEFAULT_DATASETS[protocol] if d not in known]
-        table.footnotes.append(f"{headers[-2]}: {', '.join(left_out)} have no runs, so it is not comparable with a "
-                               "published Average")
+    table.footnotes += partial_average_notes(protocol, list(known))
     return finish_table(table, references)
 
 

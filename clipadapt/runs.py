@@ -206,8 +206,6 @@ def read_json(path):
 # another type: a hand-edited or crafted file of another shape is damaged, never half-trusted).
 RUN_RECORD_TYPES = {"trainer": str, "dataset": str, "seed": int, "shots": int, "subsample": str, "tag": str,
                     "config": dict, "config_digest": str, "eval_only": bool, "overrides": dict}
-
-
 KIND_NAMES = {str: "a string", int: "a whole number", dict: "a JSON object", bool: "true or false"}
 
 
@@ -290,8 +288,8 @@ def result_problem(result, split="test"):
 
 def is_finished(directory, cfg=None):
     """True when `directory` holds a finished run (of `cfg`, when given: RunMismatch otherwise): a
-    result.json that reads and holds valid metrics, and a run.json (when there is one) that is a record. A damaged one is not finished, so its command
-    runs the run again and writes a new one."""
+    result.json that reads and holds valid metrics, and a run.json (when there is one) that is a record.
+    A damaged one is not finished, so its command runs the run again and writes a new one."""
     check_folder(directory, cfg)
     if read_run_record(directory)[1]:
         return False  # a damaged run.json: the tables skip the run, so its command must run it again

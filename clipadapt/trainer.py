@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .checkpoints import (CheckpointError, check_weights, load_checkpoint, load_state_without_derived,
                           weights_fingerprint)
-from .config import ConfigError
+from .config import ConfigError, choice_error
 from .clip.prompts import POSITIONS
 from .clip import (PRECISIONS, TextEncoder, check_input_config, compute_dtype, embed_dim, input_size,
                    load_clip_from_cfg, precision_dtype, precision_key, prompts_for, state_dict_digest)
@@ -65,7 +65,6 @@ class ClipTrainer(*_BASES):
         """Refuse a config the method cannot run (train.py calls it before the run folder is touched, the
         engine again when the trainer is built). A classmethod: it reads only `cfg`. Here the keys many
         trainer nodes share (PREC, CLASS_TOKEN_POSITION); a trainer adds its own and calls super()."""
-        from .config import choice_error
         node = cfg.TRAINER[cls.CONFIG_NODE] if cls.CONFIG_NODE else None
         if node is None:
             return
