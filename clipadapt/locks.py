@@ -1,16 +1,18 @@
-"""Locks: the feature-cache lock file and the run-folder lock, and the one pid-liveness check.
+"""Locks: one lock-file primitive for the feature cache and the run folder, and the one pid-liveness check.
 
-The feature-cache lock (`file_lock`) must hold between processes on different nodes of a cluster sharing the cache over NFS,
-where flock() may be node-local (older NFS clients, Lustre without `-o flock`, some FUSE mounts). So
-it is a lock *file* created with O_CREAT|O_EXCL, which is atomic on local filesystems and on NFSv3+.
-Its holder writes "host pid" into it and touches it every HEARTBEAT_S seconds while it computes; a
-waiter breaks the lock when it is stale: its holder is a dead process on the waiter's own host, or
-(for another host) the file was not touched for STALE_AFTER_S seconds. Breaking is a rename to a
-unique name, so two waiters cannot both break it and then both compute.
+A lock must hold between processes on different nodes of a cluster sharing a disk over NFS, where
+flock() may be node-local (older NFS clients, Lustre without `-o flock`, some FUSE mounts). So a lock
+is a *file* created with O_CREAT|O_EXCL, which is atomic on local filesystems and on NFSv3+. Its
+holder writes "host pid token" into it and touches it every HEARTBEAT_S seconds while it holds it;
+the lock is stale when its holder is a dead process on this host or (for another host) the file was
+not touched for STALE_AFTER_S seconds. Breaking a stale lock is a rename to a unique name, so two
+processes cannot both break it and then both go on.
+
+`file_lock` waits for the lock (the feature cache: the holder computes what the waiter needs);
+`RunLock` refuses at once (a second writer into a run folder is a mistake to name, not to wait out).
 """
 import contextlib
 import errno
-import fcntl
 import os
 import os.path as osp
 import socket
@@ -46,92 +48,110 @@ def lock_holder(path):
         return None
 
 
-def _lock_is_stale(path, stale_after):
-    """True when the lock's holder is gone: a dead process of this host, no heartbeat for a while, or
-    no owner written long after the file was created."""
-    try:
-        age = time.time() - os.stat(path).st_mtime
-    except OSError:
-        return False  # vanished: look again
-    holder = lock_holder(path)
-    if holder is None:
-        return age > min(EMPTY_GRACE_S, stale_after)
-    host, pid = holder
-    if host == socket.gethostname() and not pid_alive(pid):
-        return True
-    return age > stale_after  # the holder touches the file while it works
+class LockFile:
+    """The lock file `path`, named `what` in messages: taken with `try_acquire`, kept alive by a
+    heartbeat thread until `release`."""
 
+    def __init__(self, path, what, heartbeat=None, stale_after=None):
+        self.path, self.what = path, what
+        self.heartbeat = HEARTBEAT_S if heartbeat is None else heartbeat
+        self.stale_after = STALE_AFTER_S if stale_after is None else stale_after
+        self._owner = None
+        self._stop = None
+        self._beat = None
 
-@contextlib.contextmanager
-def file_lock(path, poll=0.2, heartbeat=None, stale_after=None):
-    """Hold `path` as a lock file (O_CREAT|O_EXCL; see the module docstring for why not flock)."""
-    heartbeat = HEARTBEAT_S if heartbeat is None else heartbeat
-    stale_after = STALE_AFTER_S if stale_after is None else stale_after
-    os.makedirs(osp.dirname(path) or ".", exist_ok=True)
-    owner = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}\n"
-    said_waiting = False
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if _lock_is_stale(path, stale_after):
-                try:  # only one waiter's rename succeeds; the others find the lock gone or new
-                    os.rename(path, f"{path}.stale-{uuid.uuid4().hex[:8]}")
-                    print(f"Broke the stale feature-cache lock {path}")
+    def try_acquire(self):
+        """Take the lock (breaking a stale one); False when a live holder has it."""
+        os.makedirs(osp.dirname(self.path) or ".", exist_ok=True)
+        owner = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}\n"
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                if not self.is_stale():
+                    return False
+                try:  # only one rename succeeds; the others find the lock gone or new
+                    os.rename(self.path, f"{self.path}.stale-{uuid.uuid4().hex[:8]}")
+                    print(f"Broke the stale {self.what} {self.path}")
                 except OSError as exc:
                     if exc.errno != errno.ENOENT:
                         raise
-                continue
-            if not said_waiting:
-                holder = lock_holder(path)
-                who = f"process {holder[1]} on {holder[0]}" if holder else "a writer that has not named itself yet"
-                print(f"Waiting for the feature-cache lock {path}, held by {who} (it computes these features; "
-                      "the lock is broken if that process is gone)")
-                said_waiting = True
-            time.sleep(poll)
-            continue
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(owner)
         except OSError:  # a full disk: no empty lock file may stay behind to hold up everyone else
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(self.path)
             raise
-        break
-    stop = threading.Event()
+        self._owner = owner
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._touch, args=(self._stop,), daemon=True)
+        self._beat.start()
+        return True
 
-    def touch():
-        while not stop.wait(heartbeat):
+    def is_stale(self):
+        """True when the holder is gone: a dead process of this host, no heartbeat for a while, or no
+        owner written long after the file was created."""
+        try:
+            age = time.time() - os.stat(self.path).st_mtime
+        except OSError:
+            return False  # vanished: look again
+        holder = lock_holder(self.path)
+        if holder is None:
+            return age > min(EMPTY_GRACE_S, self.stale_after)
+        host, pid = holder
+        if host == socket.gethostname() and not pid_alive(pid):
+            return True
+        return age > self.stale_after  # the holder touches the file while it holds it
+
+    def holder_text(self):
+        holder = lock_holder(self.path)
+        return f"process {holder[1]} on host {holder[0]}" if holder else "a process that has not named itself yet"
+
+    def _touch(self, stop):
+        while not stop.wait(self.heartbeat):
             try:
-                os.utime(path)
+                os.utime(self.path)
             except OSError:
                 return
 
-    beat = threading.Thread(target=touch, daemon=True)
-    beat.start()
+    def release(self):
+        if self._owner is None:
+            return
+        self._stop.set()
+        self._beat.join()
+        try:
+            with open(self.path) as f:
+                mine = f.read() == self._owner
+            if mine:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self._owner = None
+        folder, name = osp.split(self.path)
+        with contextlib.suppress(OSError):
+            for stale in os.listdir(folder or "."):
+                if stale.startswith(name + ".stale-"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(osp.join(folder, stale))
+
+
+@contextlib.contextmanager
+def file_lock(path, poll=0.2, heartbeat=None, stale_after=None):
+    """Hold the feature-cache lock file `path`, waiting while a live holder computes."""
+    lock = LockFile(path, "feature-cache lock", heartbeat, stale_after)
+    said_waiting = False
+    while not lock.try_acquire():
+        if not said_waiting:
+            print(f"Waiting for the feature-cache lock {path}, held by {lock.holder_text()} (it computes these "
+                  "features; the lock is broken if that process is gone)")
+            said_waiting = True
+        time.sleep(poll)
     try:
         yield
     finally:
-        stop.set()
-        beat.join()
-        try:
-            with open(path) as f:
-                mine = f.read() == owner
-            if mine:
-                os.unlink(path)
-        except OSError:
-            pass
-        for stale in _stale_files(path):
-            with contextlib.suppress(OSError):
-                os.unlink(stale)
-
-
-def _stale_files(path):
-    folder, name = osp.split(path)
-    try:
-        return [osp.join(folder, n) for n in os.listdir(folder or ".") if n.startswith(name + ".stale-")]
-    except OSError:
-        return []
+        lock.release()
 
 
 # one writer per run folder
@@ -144,82 +164,31 @@ LOCK_NAME = ".train.lock"
 
 
 class RunLock:
-    """An exclusive lock on a run folder, held for the life of the process that trains into it.
+    """The run folder's lock `RUN/.train.lock`, held for the life of the process that writes into it.
 
-    `RUN/.train.lock` holds "pid host". It is also flock'ed, so a killed holder releases it at once
-    on a local disk; where flock is unsupported (some network file systems), a lock whose pid is
-    gone on this host is stale and taken over. A lock held on another host is refused: its owner
-    cannot be checked from here, and the message says to delete the file if that run is gone.
+    A second writer is refused at once. The lock of a killed run is taken over: on this host when
+    its pid is gone, from another host when its heartbeat has stopped for STALE_AFTER_S seconds.
     """
 
     def __init__(self, directory):
         self.directory = directory
         self.path = osp.join(directory, LOCK_NAME)
-        self._handle = None
+        self._lock = LockFile(self.path, "run-folder lock")
 
     def acquire(self):
-        os.makedirs(self.directory, exist_ok=True)
-        while True:
-            handle = open(self.path, "a+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                raise RunLockedError(self._held_message(*self._read_owner())) from None
-            except OSError:  # no flock here (some NFS mounts): judge by pid and host alone
-                owner = self._read_owner()
-                if owner[0] is not None and self._owner_alive(*owner):
-                    handle.close()
-                    raise RunLockedError(self._held_message(*owner)) from None
-                break
-            # The holder before us deletes the file on release; a lock on that deleted file is no lock.
-            try:
-                if os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            handle.close()
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
-        handle.flush()
-        self._handle = handle
+        if not self._lock.try_acquire():
+            raise RunLockedError(
+                f'Run folder "{self.directory}" is in use by {self._lock.holder_text()} (lock file "{self.path}"). '
+                "Two runs writing into one folder mix their logs and checkpoints: wait for it to finish, or pass "
+                f"another --output-dir. If that process is gone, delete the lock file (it is taken over by itself "
+                f"{STALE_AFTER_S:.0f} s after its holder stops).")
         return self
 
     def release(self):
-        if self._handle is None:
-            return
-        try:
-            os.remove(self.path)
-        except OSError:
-            pass
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-        except OSError:
-            pass
-        self._handle.close()
-        self._handle = None
+        self._lock.release()
 
     def __enter__(self):
         return self.acquire()
 
     def __exit__(self, *exc):
         self.release()
-
-    def _read_owner(self):
-        try:
-            with open(self.path) as f:
-                pid, host = f.read().split()[:2]
-            return int(pid), host
-        except (OSError, ValueError):
-            return None, None
-
-    @staticmethod
-    def _owner_alive(pid, host):
-        return host != socket.gethostname() or (pid != os.getpid() and pid_alive(pid))
-
-    def _held_message(self, pid, host):
-        who = f"process {pid} on host {host}" if pid is not None else "another process"
-        return (f'Run folder "{self.directory}" is in use by {who} (lock file "{self.path}"). Two runs writing '
-                "into one folder mix their logs and checkpoints: wait for it to finish, or pass another "
-                "--output-dir. If that process is gone, delete the lock file.")
