@@ -1,5 +1,5 @@
-"""Results: reading Dassl logs and result.json files of an output tree, CoOp's per-directory summary,
-the protocols' tables (markdown, csv, latex) with published reference rows, and plots.
+"""Results: reading an output tree's result.json files (or Dassl logs, through clipadapt.dassl_log),
+CoOp's per-directory summary, the protocols' tables (markdown, csv, latex) with published reference rows, and plots.
 parse_test_res.py is its command line."""
 import csv
 import io
@@ -16,12 +16,10 @@ import numpy as np
 from tabulate import tabulate
 
 from . import runs
+from .dassl_log import FINISH_TRAINING, LOG_NAME, TEST_RESULT, ResultError, parse_log
 from .metrics import harmonic_mean
 from .protocols import DEFAULT_DATASETS, DG_TARGETS, FEWSHOT_SHOTS, LAYOUTS, PROTOCOLS, SOURCE_DATASET, XD_TARGETS
 
-LOG_NAME = "log.txt"
-FINISH_TRAINING = runs.FINISH_TRAINING  # Dassl >= 0.6.1; older forks look for "Finished training"
-TEST_RESULT = runs.TEST_RESULT
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "configs" / "reference_results.json"
 
 
@@ -37,72 +35,8 @@ UNCHECKED_MARK = "*"
 MISSING_LABEL = " (missing)"  # after a dataset whose runs were all skipped or failed
 
 
-class ResultError(Exception):
-    """A result could not be read; the message says where and why."""
-
-
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
-
-
-# -------------------- Reading one log -------------------------------------------------------
-
-def result_regex(keyword: str) -> "re.Pattern":
-    """CoOp's pattern for a metric line such as ``* accuracy: 92.8%``."""
-    return re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
-
-
-def looks_eval_only(lines: List[str]) -> bool:
-    """An eval-only run prints a result but never trains (a crashed training run has 'epoch [' lines)."""
-    trained = FINISH_TRAINING in lines or any(line.startswith("epoch [") for line in lines)
-    return TEST_RESULT in lines and ("eval_only: True" in lines or not trained)
-
-
-def choose_end_signal(lines: List[str]) -> str:
-    """'Finish training' for training logs; '=> result' for eval-only logs, which lack it."""
-    return TEST_RESULT if looks_eval_only(lines) else FINISH_TRAINING
-
-
-def parse_log(path, keywords=("accuracy",), end_signal: Optional[str] = None):
-    """Read ``* keyword: X%`` values printed after the line ``end_signal``; the last match wins.
-
-    ``end_signal=None`` picks it from the log (see ``choose_end_signal``).
-    Returns ``({keyword: value}, end_signal_used)``; raises ResultError if a keyword is missing.
-    """
-    with open(path, errors="replace") as f:
-        lines = [line.strip() for line in f]
-    if end_signal is None:
-        end_signal = choose_end_signal(lines)
-    regexes = {keyword: result_regex(keyword) for keyword in keywords}
-    found = {}
-    reached = False
-    for line in lines:
-        if line == end_signal:
-            reached = True
-        if not reached:
-            continue
-        for keyword, regex in regexes.items():
-            match = regex.search(line)
-            if match:
-                found[keyword] = float(match.group(1))
-    missing = [keyword for keyword in keywords if keyword not in found]
-    if missing:
-        raise ResultError(explain_missing_result(path, lines, missing, end_signal))
-    return found, end_signal
-
-
-def explain_missing_result(path, lines: List[str], missing: List[str], end_signal: str) -> str:
-    wanted = ", ".join(f"'* {keyword}: <number>%'" for keyword in missing)
-    message = f"no result in {path}: looked for {wanted} after the line '{end_signal}'"
-    if end_signal not in lines:
-        if end_signal == FINISH_TRAINING and looks_eval_only(lines):
-            return message + (f", but the log has '{TEST_RESULT}' and no '{FINISH_TRAINING}' "
-                              "(an eval-only log): pass --test-log")
-        return message + ", which never appears (did the run crash, or is it still running?)"
-    after = lines[lines.index(end_signal):]
-    reported = sorted({m.group(1) for m in (re.match(r"\* (\w+): [\d.,eE+-]+%?$", x) for x in after) if m})
-    message += ", which appears, but the keyword does not follow it"
-    return message + (f"; metrics after it: {', '.join(reported)}" if reported else "")
 
 
 # -------------------- CoOp-compatible directory summaries -----------------------------------
@@ -331,8 +265,6 @@ def seed_mean(per_seed: Dict[int, dict], keyword: str, seeds=None) -> Cell:
     if not seeds:
         return Cell()
     return Cell(float(np.mean([per_seed[s][keyword] for s in seeds])), len(seeds))
-
-
 
 
 def mean_cell(cells: List[Cell], expected: int) -> Cell:

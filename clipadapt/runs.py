@@ -29,11 +29,11 @@ import sys
 import time
 
 from .atomic import atomic_write_text
+from .dassl_log import LOG_NAME, final_metrics, has_final_result
 from .protocols import KIND_PROTOCOL, LAYOUTS, ProtocolError, default_config, recipe_config
 
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
-LOG_NAME = "log.txt"
 RESULT_FORMAT = 1
 
 # Keys that are part of the identity through the path (shots, seed, classes): in the digest, not in the tag.
@@ -65,12 +65,6 @@ TAG_MAX_CHARS = 64
 # Trainers whose class says LEARNS = False (the planner stays light: no trainer import per plan call;
 # tests/test_reliability_round3.py checks that this set and the classes agree).
 NON_LEARNING_TRAINERS = frozenset({"ZeroshotCLIP", "ZeroshotCLIP2"})
-
-# CoOp's final-result signals, for plain CoOp trees without result.json.
-FINISH_TRAINING = "Finish training"
-EVAL_START = "Evaluate on the *test* set"
-TEST_RESULT = "=> result"
-METRIC_LINE = re.compile(r"^\* (\w+): ([-+\d.eE]+)%$")
 
 
 class RunMismatch(Exception):
@@ -236,19 +230,6 @@ def write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
-def log_has_final_result(path):
-    """CoOp's rule for a log: a '* accuracy' line after 'Finish training' or the final test's start."""
-    if not osp.isfile(path):
-        return False
-    final = False
-    with open(path, errors="replace") as f:
-        for line in f:
-            final = final or line.startswith((FINISH_TRAINING, EVAL_START))
-            if final and line.startswith("* accuracy:"):
-                return True
-    return False
-
-
 def recorded_diff(recorded, cfg):
     """config_diff between a run.json's config and `cfg` (a matching digest needs no comparison)."""
     if recorded.get("config_digest") == config_digest(cfg):
@@ -298,7 +279,8 @@ def is_finished(directory, cfg=None):
         return result_problem(read_json(result), cfg.TEST.SPLIT if cfg is not None else "test") is None
     if osp.isfile(osp.join(directory, RUN_FILE)):
         return False  # one of ours, started but without its result
-    return log_has_final_result(osp.join(directory, LOG_NAME))
+    log = osp.join(directory, LOG_NAME)
+    return osp.isfile(log) and has_final_result(log)
 
 
 # -------------------- what train.py writes -------------------------------------------------------
@@ -335,23 +317,6 @@ def start_run(directory, identity):
         if osp.isfile(result):
             os.replace(result, result + f".{previous.get('config_digest', 'old')}")
     write_json(osp.join(directory, RUN_FILE), identity)
-
-
-def final_metrics(log_path):
-    """{metric: value} of the last '=> result' block of a Dassl log (the final evaluation)."""
-    metrics, inside = {}, False
-    with open(log_path, errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line == TEST_RESULT:
-                metrics, inside = {}, True
-                continue
-            match = METRIC_LINE.match(line)
-            if inside and match:
-                metrics[match.group(1)] = float(match.group(2))
-            elif inside and line.startswith("=> ") and line != TEST_RESULT:
-                inside = False  # "=> per-class result" and the like
-    return metrics
 
 
 def library_versions():

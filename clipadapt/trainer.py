@@ -10,7 +10,6 @@
 - checkpoints that name their trainer and backbone, and a `prepare_eval()` hook that runs once per
   evaluation (for text features that do not change between batches).
 """
-import os.path as osp
 from functools import partial
 
 import torch

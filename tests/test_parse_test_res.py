@@ -13,6 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from clipadapt import dassl_log  # noqa: E402
 from clipadapt import results as ptr  # noqa: E402
 
 HEADER = """\
@@ -150,7 +151,7 @@ def test_eval_only_log_is_detected_without_test_log(tmp_path, capsys):
     assert "=> result" in capsys.readouterr().err
     # strict Finish-training parsing names the file and suggests --test-log
     with pytest.raises(ptr.ResultError, match=r"seed1.*Finish training.*--test-log"):
-        ptr.parse_log(d / "seed1" / "log.txt", end_signal=ptr.FINISH_TRAINING)
+        dassl_log.parse_log(d / "seed1" / "log.txt", end_signal=dassl_log.FINISH_TRAINING)
 
 
 def test_test_log_reads_the_last_result_after_marker(tmp_path):
@@ -164,7 +165,7 @@ def test_pva_diagnostic_keywords(tmp_path):
     d = tmp_path / "pva"
     write(d / "seed1" / "log.txt", eval_log(80.0, extra=extra))
     assert ptr.parse_directory(str(d), keyword="routing_acc", out=io.StringIO()).values == [91.25]
-    assert ptr.parse_log(d / "seed1" / "log.txt", ["auroc", "routed_base"])[0] == {"auroc": 95.0, "routed_base": 48.5}
+    assert dassl_log.parse_log(d / "seed1" / "log.txt", ["auroc", "routed_base"])[0] == {"auroc": 95.0, "routed_base": 48.5}
 
 
 def test_missing_log_is_a_clear_error(tmp_path):
@@ -187,7 +188,7 @@ def test_crashed_run_error_names_file_and_signal(tmp_path):
     with pytest.raises(ptr.ResultError, match=r"seed1/log.txt.*'Finish training', which never appears"):
         ptr.parse_directory(str(d), out=io.StringIO())
     with pytest.raises(ptr.ResultError, match=r"metrics after it: accuracy, correct, error, macro_f1, total"):
-        ptr.parse_log(make_seed_dir(tmp_path / "ok", [90.0]) / "seed1" / "log.txt", ["auroc"])
+        dassl_log.parse_log(make_seed_dir(tmp_path / "ok", [90.0]) / "seed1" / "log.txt", ["auroc"])
 
 
 def test_cli_coop_mode_output(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, TINY_OPTS
 
-from clipadapt import runs
+from clipadapt import dassl_log, runs
 
 FEW_OPTS = [*TINY_OPTS, "OPTIM.MAX_EPOCH", "1"]
 FINISHED_RESULT = json.dumps({"results": {"test": {"accuracy": 50.0}}})
@@ -135,7 +135,7 @@ def test_final_metrics_are_the_last_result_block(tmp_path):
                    "Finish training\nEvaluate on the *test* set\n=> result\n* total: 192\n* accuracy: 62.5%\n"
                    "* error: 37.5%\n* macro_f1: 60.1%\n* acc_seen: 70.0%\n* acc_unseen: 50.0%\n* hm: 58.3%\n"
                    "=> per-class result\n* average: 1.0%\nElapsed: 0:00:01\n")
-    assert runs.final_metrics(str(log)) == {"accuracy": 62.5, "error": 37.5, "macro_f1": 60.1, "acc_seen": 70.0,
+    assert dassl_log.final_metrics(str(log)) == {"accuracy": 62.5, "error": 37.5, "macro_f1": 60.1, "acc_seen": 70.0,
                                             "acc_unseen": 50.0, "hm": 58.3}
 
 
