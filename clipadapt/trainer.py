@@ -224,35 +224,48 @@ class ClipTrainer(*_BASES):
             cache[key] = self.encode_texts(prompts).float()
         return cache[key]
 
+    def split_features(self, split):
+        """(N, D) image features of a whole split under the test transform: from the cache, or (FEATURES.CACHE
+        False) from the frozen encoder now, written nowhere."""
+        if self.use_feature_cache:
+            return self.cached_features(split)
+        return self._encode_split(split).to(self.device)
+
+    def _encode_split(self, split, view=None):
+        """The frozen encoder over a whole split; `view` selects an augmented training view (its own seed)."""
+        train = view is not None
+        what = f"{split} view {view}" if train else split
+        return encode_images(partial(self.encode_images, train=train), self._split_data[split],
+                             self.transform_train if train else self.transform_test,
+                             view_seed=self._view_seed(view), batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
+                             num_workers=self.cfg.DATALOADER.NUM_WORKERS, device=self.device,
+                             desc=f"Image features ({what})")
+
+    def _view_seed(self, view):
+        return None if view is None else max(self.cfg.SEED, 0) * 10_007 + view
+
     def cached_features(self, split, view=None):
-        """(N, D) features of a split; `view` selects an augmented training view."""
+        """(N, D) features of a split from the feature cache; `view` selects an augmented training view."""
         cache_id = (split, view)
         if cache_id in self._features:
             return self._features[cache_id]
         self._features = {k: v for k, v in self._features.items() if k[1] is None}  # keep one train view
         data = self._split_data[split]
         transform = self.transform_train if view is not None else self.transform_test
-        view_seed = None if view is None else max(self.cfg.SEED, 0) * 10_007 + view
         train = view is not None
         prec = self.prec if train or self.prec != "amp" else "fp32"  # amp evaluates without autocast
         key = feature_key(
             dataset=self.cfg.DATASET.NAME, split=split, images=image_list_digest(data, self.cfg.DATASET.ROOT),
-            backbone=self.backbone.identity, transform=repr(transform), view_seed=view_seed,
+            backbone=self.backbone.identity, transform=repr(transform), view_seed=self._view_seed(view),
             prec=precision_key(prec, self.device),
         )
         cache = FeatureCache(self.cfg.FEATURES.CACHE_DIR)
-        what = f"{split} view {view}" if view is not None else split
         # A cache miss draws from the global RNG (the extraction DataLoader seeds itself from it) and
         # a hit does not; forking keeps the sampler order of later epochs the same either way, so a
         # resumed run (whose views are cached) trains exactly as an uninterrupted one.
         with torch.random.fork_rng(devices=[]):
             feats = cache.get_or_compute(
-                key,
-                lambda: encode_images(partial(self.encode_images, train=train), data, transform,
-                                      view_seed=view_seed,
-                                      batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                                      num_workers=self.cfg.DATALOADER.NUM_WORKERS, device=self.device,
-                                      desc=f"Image features ({what})"),
+                key, lambda: self._encode_split(split, view),
                 meta={"dataset": self.cfg.DATASET.NAME, "split": split, "view": view,
                       "backbone": self.backbone.identity},
             )

@@ -16,7 +16,6 @@ cross-dataset) is refused with an error, not answered with a meaningless number.
 """
 import math
 import warnings
-from functools import partial
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ import torch.nn as nn
 
 from clipadapt.checkpoints import CheckpointError
 from clipadapt.engine import TRAINER_REGISTRY
-from clipadapt.features import encode_images
 from clipadapt.deps import require
 from clipadapt.trainer import ClipTrainer
 
@@ -143,16 +141,6 @@ class LinearProbeCLIP(ClipTrainer):
     def probe_input(self, image_features):
         image_features = image_features.float()
         return self.normalize(image_features) if self.method_cfg.NORMALIZE else image_features
-
-    def split_features(self, split):
-        """(N, D) image features of a whole split, test transform: from the cache, or (FEATURES.CACHE
-        False) from the frozen encoder now, written nowhere."""
-        if self.use_feature_cache:
-            return self.cached_features(split)
-        cfg = self.cfg
-        return encode_images(partial(self.encode_images, train=False), self._split_data[split], self.transform_test,
-                             batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                             device=self.device, desc=f"Image features ({split})")
 
     def split_arrays(self, split):
         """(features, labels) of a whole split as float64 / int64 numpy arrays, test transform."""

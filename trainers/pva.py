@@ -18,7 +18,6 @@ CLIP zero-shot); RESIDUAL_SCOPE all refines every sample as well. No code of the
 docs/PVA.md tables what is the paper's and what is ours (each of those is a key below).
 """
 import math
-from functools import partial
 
 import numpy as np
 import torch
@@ -28,7 +27,6 @@ import torch.nn.functional as F
 from clipadapt.clip import PromptLearner
 from clipadapt.config import choice_error
 from clipadapt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
-from clipadapt.features import encode_images
 from clipadapt.trainer import ClipTrainer
 
 ALIGNS = ("cosine", "kl")
@@ -379,14 +377,8 @@ class PVA(ClipTrainer):
         """(N, D) features of the training images under the test transform (no augmentation), labels (N,)."""
         data = self._split_data["train_x"]
         labels = torch.tensor([item.label for item in data], device=self.device)
-        if self.use_feature_cache:
-            return self.cached_features("train_x"), labels
         if getattr(self, "_train_test_view", None) is None:
-            self._train_test_view = encode_images(
-                partial(self.encode_images, train=False), data, self.transform_test,
-                batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                num_workers=self.cfg.DATALOADER.NUM_WORKERS, device=self.device,
-                desc="Image features (train_x, for the router)").to(self.device)
+            self._train_test_view = self.split_features("train_x")
         return self._train_test_view, labels
 
     def mc_generator(self):
