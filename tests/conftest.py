@@ -1,7 +1,6 @@
-"""Shared fixtures: a small copy of the built-in Shapes world and run helpers for end-to-end tests."""
+"""Shared fixtures: a small copy of the built-in Shapes world, train.py in-process, OpenAI's CLIP code.
+Plain helpers are in tests/helpers.py."""
 import os
-import os.path as osp
-import subprocess
 import sys
 
 # One thread per process: the tiny test models gain nothing from more, and a busy 2-core machine
@@ -10,14 +9,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED_DATA = osp.join(osp.dirname(REPO), "shared", "data")
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-# Options that make any trainer config run on the tiny random test model in seconds.
-TINY_OPTS = ["MODEL.BACKBONE.NAME", "tiny-vit", "MODEL.BACKBONE.PRETRAINED", "False", "INPUT.SIZE", "(32,32)",
-             "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "64"]
+from helpers import load_openai_module  # noqa: E402  (puts the repository on sys.path)
 
 
 @pytest.fixture(autouse=True)
@@ -45,36 +37,24 @@ def shapes_root(tmp_path_factory):
     return str(root)
 
 
-def run_train(args, cwd=REPO, check=True, env=None):
-    """Run train.py as a user would; returns the CompletedProcess (stdout + stderr captured)."""
-    full_env = dict(os.environ, **(env or {}))
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True, env=full_env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+@pytest.fixture
+def train_main(monkeypatch):
+    """train.py's main() in this process (no interpreter start-up); SystemExit carries its error."""
+    import train
+    monkeypatch.setattr(train, "collect_env_info", lambda: "(not collected in tests)")
+
+    def run(args):
+        console = sys.stdout
+        try:
+            train.main(train.parse_args([str(a) for a in args]))
+        finally:
+            if sys.stdout is not console:  # setup_logger teed stdout into the run's log.txt
+                sys.stdout.close()
+                sys.stdout = console
+    return run
 
 
-def make_cfg(trainer, config_file, root, output_dir, opts=()):
-    """A frozen config for building a trainer in-process."""
-    import datasets  # noqa: F401
-    import trainers  # noqa: F401
-    from clipadapt.config import build_config
-    cfg = build_config(trainer, osp.join(REPO, "configs/datasets/shapes.yaml"), osp.join(REPO, config_file),
-                       list(TINY_OPTS) + list(opts), {"DATASET.ROOT": root, "OUTPUT_DIR": str(output_dir), "SEED": 1})
-    cfg.freeze()
-    return cfg
-
-
-def build_dataset(root, name, shots=-1, subsample="all", seed=1):
-    """The registered dataset `name` under `root`, built from the few config keys datasets read."""
-    from yacs.config import CfgNode
-
-    from clipadapt.engine import DATASET_REGISTRY
-    cfg = CfgNode()
-    cfg.DATASET = CfgNode()
-    cfg.DATASET.ROOT = str(root)
-    cfg.DATASET.NAME = name
-    cfg.DATASET.NUM_SHOTS = shots
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
-    cfg.SEED = seed
-    return DATASET_REGISTRY.get(name)(cfg)
+@pytest.fixture(scope="module")
+def openai_model_py():
+    """OpenAI's clip/model.py (the `openai-clip` package); the test skips without it."""
+    return load_openai_module("model.py", "openai_clip_model")

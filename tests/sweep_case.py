@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, TINY_OPTS
+from helpers import REPO, TINY_OPTS
 
 SWEEP = ["base2new", "CoOp", "vit_b16_ctxv1", "--datasets", "shapes", "--seeds", "1", "2", "--shots", "2"]
 OPTS = [*TINY_OPTS, "OPTIM.MAX_EPOCH", "2", "DATALOADER.TRAIN_X.BATCH_SIZE", "32"]

@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_speed_benchmark_quick_cpu_run_writes_table_and_strict_json(tmp_path):

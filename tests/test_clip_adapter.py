@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_OPTS, make_cfg, run_train
+from helpers import TINY_OPTS, make_cfg, run_train
 
 from clipadapt.clip import embed_dim
 from clipadapt.adapters import AdaptedClassifier, Adapter, RatioNet, adapter_logits, residual_blend
@@ -255,7 +255,7 @@ def test_few_shot_script_follows_the_released_recipe(tmp_path):
     import stat
     import subprocess
     import sys
-    from conftest import REPO
+    from helpers import REPO
     from clipadapt.config import build_config
     log = tmp_path / "calls.txt"
     stub = tmp_path / "bin" / "python"

@@ -15,7 +15,7 @@ import torch
 from clipadapt.clip import (COOP_NAMES, BackboneError, PromptLearner, TextEncoder, check_input_config, input_size,
                             load_clip, register_model_configs, resolve_backbone)
 from clipadapt.clip.weights import read_torchscript_archive, read_weights
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "trainers", "*", "*.yaml")))
 

@@ -5,48 +5,13 @@ import os.path as osp
 import subprocess
 import sys
 import textwrap
-from collections import OrderedDict
 
 import pytest
 import torch
 
-from conftest import REPO, TINY_OPTS, make_cfg, run_train
-from test_train_e2e import common, result_accuracy
+from helpers import COOP_CFG, REPO, TINY_OPTS, coop_checkpoint, make_cfg, result_accuracy, run_train
+from helpers import train_args as common
 
-COOP_CFG = "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"
-
-
-class DasslStyleWarmup(torch.optim.lr_scheduler.LRScheduler):
-    """The fields Dassl's ConstantWarmupScheduler keeps (successor, warmup_epoch, cons_lr): its
-    state_dict() is torch's, i.e. every attribute but the optimizer, so the pickled `successor`
-    scheduler (which holds the optimizer object) lands in the checkpoint."""
-
-    def __init__(self, optimizer, successor, warmup_epoch, cons_lr):
-        self.successor, self.warmup_epoch, self.cons_lr = successor, warmup_epoch, cons_lr
-        super().__init__(optimizer)
-
-    def get_lr(self):
-        return [self.cons_lr for _ in self.base_lrs]
-
-
-def coop_checkpoint(ctx, n_cls, epoch):
-    """A checkpoint as CoOp's trainer on Dassl writes it: state_dict with ctx and the class-token
-    buffers, the epoch, the SGD state, the warmup scheduler's state (a pickled CosineAnnealingLR
-    holding the SGD object inside) and val_result None."""
-    param = torch.nn.Parameter(ctx.clone())
-    optim = torch.optim.SGD([param], lr=0.002, momentum=0.9, weight_decay=5e-4)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=epoch)
-    sched = DasslStyleWarmup(optim, cosine, warmup_epoch=1, cons_lr=1e-5)
-    optim.zero_grad()
-    (param ** 2).sum().backward()
-    optim.step()  # momentum buffers in the optimizer state, as after training (the saved ctx is `ctx`)
-    sched.step()
-    width = ctx.shape[-1]
-    state_dict = OrderedDict([("ctx", ctx.detach().clone()),
-                              ("token_prefix", torch.randn(n_cls, 1, width)),
-                              ("token_suffix", torch.randn(n_cls, 77 - 1 - ctx.shape[-2], width))])
-    return {"state_dict": state_dict, "epoch": epoch, "optimizer": optim.state_dict(),
-            "scheduler": sched.state_dict(), "val_result": None}
 
 
 def write_dassl_run(run_dir, checkpoint):

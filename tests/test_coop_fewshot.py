@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from clipadapt.data import DatasetError, draw_fewshot
-from conftest import build_dataset
-from test_datasets import paths, tiny_eurosat
+from helpers import build_dataset
+from helpers import SHARED_SPLITS, tiny_eurosat
+from helpers import impaths as paths
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dassl_fewshot_draws.json.gz"
-SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits"
+SPLITS = Path(SHARED_SPLITS)
 SPLIT_FILES = ["split_zhou_Caltech101.json", "split_zhou_DescribableTextures.json", "split_zhou_EuroSAT.json",
                "split_zhou_OxfordFlowers.json", "split_zhou_OxfordPets.json", "split_zhou_StanfordCars.json",
                "split_zhou_UCF101.json"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_cfg
+from helpers import make_cfg
 
 COOP_CONFIG = "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"  # CTX_INIT "a photo of a"
 FULL_PROMPTS = ["MODEL.CUT_TEXT_TOKENS", "False", "FEATURES.CACHE", "False"]  # all 77 tokens, as CoOp

@@ -18,10 +18,11 @@ import datasets  # noqa: E402  (registers every dataset)
 from clipadapt.data import (DatasetError, DatasetNotFoundError, read_and_split_data, read_split,  # noqa: E402
                             sample_fewshot, save_split, subsample_classes)
 from clipadapt.engine import DATASET_REGISTRY  # noqa: E402
-from conftest import build_dataset  # noqa: E402
+from helpers import SHARED_DATA, SHARED_SPLITS, build_dataset, tiny_eurosat, touch_split, write_json  # noqa: E402
+from helpers import impaths as paths  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
-SPLITS = SHARED / "splits"
+SHARED = Path(SHARED_DATA)
+SPLITS = Path(SHARED_SPLITS)
 needs_shared = pytest.mark.skipif(
     not SPLITS.is_dir(), reason=f"real CoOp split files not found at {SPLITS} (project test data, not shipped)")
 needs_eurosat = pytest.mark.skipif(
@@ -33,43 +34,6 @@ EUROSAT_NAMES = ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Hi
 
 
 build = build_dataset
-
-
-def touch_split(split, image_dir):
-    """Create an empty file for every image a split dict names."""
-    made = set()
-    for key in ("train", "val", "test"):
-        for rel, _, _ in split[key]:
-            path = os.path.join(image_dir, rel)
-            folder = os.path.dirname(path)
-            if folder not in made:
-                os.makedirs(folder, exist_ok=True)
-                made.add(folder)
-            open(path, "wb").close()
-
-
-def write_json(obj, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f)
-
-
-def tiny_eurosat(root, per_class=10, classes=("AnnualCrop", "Forest", "Highway", "River")):
-    """A small EuroSAT-layout dataset with a split json: 5/2/3 per class."""
-    split = {"train": [], "val": [], "test": []}
-    for label, c in enumerate(classes):
-        names = [f"{c}/{c}_{i}.jpg" for i in range(per_class)]
-        cname = {"AnnualCrop": "Annual Crop Land", "Highway": "Highway or Road"}.get(c, c)
-        split["train"] += [[n, label, cname] for n in names[:5]]
-        split["val"] += [[n, label, cname] for n in names[5:7]]
-        split["test"] += [[n, label, cname] for n in names[7:]]
-    touch_split(split, os.path.join(root, "eurosat", "2750"))
-    write_json(split, os.path.join(root, "eurosat", "split_zhou_EuroSAT.json"))
-    return split
-
-
-def paths(items):
-    return [d.impath for d in items]
 
 
 def readonly_eurosat(tmp_path):

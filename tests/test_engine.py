@@ -165,7 +165,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
                                      "CLIPAdapter", "LinearProbeCLIP", "PVA", "SHIP"])
 def test_every_trainer_refuses_an_unknown_precision_by_its_key(tmp_path, trainer):
     """ClipTrainer.check_cfg checks each trainer node's PREC, before building anything."""
-    from conftest import make_cfg
+    from helpers import make_cfg
     from clipadapt.engine import TRAINER_REGISTRY
     node = make_cfg(trainer, f"configs/trainers/{trainer}/shapes.yaml", str(tmp_path), tmp_path).TRAINER
     cls = TRAINER_REGISTRY.get(trainer)  # registered by make_cfg's import of trainers

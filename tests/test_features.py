@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clipadapt.features import FeatureCache, feature_key, image_list_digest
-from conftest import make_cfg
+from helpers import make_cfg
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ scipy_io = pytest.importorskip("scipy.io")
 import datasets  # noqa: E402,F401  (registers every dataset)
 from clipadapt.data import DatasetError, DatasetNotFoundError  # noqa: E402
 from clipadapt.engine import DATASET_REGISTRY  # noqa: E402
-from conftest import build_dataset  # noqa: E402
+from helpers import SHARED_SPLITS, build_dataset  # noqa: E402
 from datasets.gzsl_benchmarks import clean_classname, strip_author_prefix  # noqa: E402
 
-REAL_CAT_TO_NAME = REPO.parent / "shared" / "data" / "splits" / "cat_to_name.json"
+REAL_CAT_TO_NAME = Path(SHARED_SPLITS) / "cat_to_name.json"
 
 # The authors' path prefixes as they appear in the real res101.mat files.
 PREFIX = {"CUB": "/BS/Deep_Fragments/work/MSc/CUB_200_2011/CUB_200_2011/images/",
@@ -252,7 +252,7 @@ def test_configs_name_registered_datasets():
 def test_zeroshot_gzsl_run_on_fake_cub_reports_seen_unseen_h(tmp_path):
     """The whole path: train.py, the reader, the GZSL evaluator (4 seen of 6: not CoCoOp's ceil(n/2))."""
     from PIL import Image
-    from conftest import TINY_OPTS
+    from helpers import TINY_OPTS
     make_benchmark(tmp_path, "CUB", image=lambda y: Image.new("RGB", (32, 32), (40 * y, 255 - 40 * y, 128)))
     out = tmp_path / "out"
     proc = subprocess.run(

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from conftest import make_cfg
-from test_coop_compat import COOP_CFG, coop_checkpoint
+from helpers import make_cfg
+from helpers import COOP_CFG, coop_checkpoint
 
 
 def test_coop_format_checkpoint_serves_as_init_weights(shapes_root, tmp_path):

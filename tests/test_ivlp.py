@@ -3,7 +3,7 @@ onto ours, the language-only variant runs CLIP's own image encoder (a ResNet too
 train."""
 import torch
 
-from conftest import make_cfg
+from helpers import make_cfg
 
 CFG = "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml"
 LANGUAGE_ONLY = "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml"

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_cfg, run_train
+from helpers import make_cfg, run_train
 
 from clipadapt.clip import prompts_for
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_OPTS, make_cfg
-from test_reliability import fails, train_main  # noqa: F401  (train_main: a fixture)
+from helpers import REPO, TINY_OPTS, make_cfg
+from helpers import fails
 
 pytest.importorskip("sklearn")
 from sklearn.linear_model import LogisticRegression  # noqa: E402

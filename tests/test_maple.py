@@ -5,7 +5,7 @@ deep PROMPT_DEPTH get one line, and base -> new from a saved checkpoint."""
 import pytest
 import torch
 
-from conftest import make_cfg, run_train
+from helpers import make_cfg, run_train
 
 CFG = "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"
 TINY = ["MODEL.BACKBONE.NAME", "tiny-vit", "MODEL.BACKBONE.PRETRAINED", "False", "INPUT.SIZE", "(32,32)",

@@ -11,8 +11,6 @@ same values, so both sides compute in fp32 on identical weights).
 
     python -m pytest -q tests/test_openai_parity.py -s     # -s prints the table of differences
 """
-import importlib.util
-import os.path as osp
 
 import open_clip
 import open_clip.pretrained
@@ -21,55 +19,10 @@ import torch
 
 from clipadapt.clip import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES_SELECT, TextEncoder, load_clip
 from clipadapt.clip.weights import OPENAI_NON_WEIGHT_KEYS, read_torchscript_archive
+from helpers import OPENAI_DIMS, load_openai_module, relative_difference, seeded_openai_state
 
-# OpenAI's CLIP(...) arguments of the released models (from the shapes of their weights).
-_TEXT = dict(context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
-OPENAI_DIMS = {
-    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
-                     **_TEXT),
-    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
-                     **_TEXT),
-    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
-                 vision_patch_size=None, **_TEXT),
-}
 PROMPTS = ["a photo of a dog.", "a centered satellite photo of Annual Crop Land.", "Würzburg café, 2 × 3!"]
 RTOL = 1e-5
-
-
-def _openai_file(name):
-    spec = importlib.util.find_spec("clip")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("openai-clip is not installed (pip install -e '.[test]')")
-    return osp.join(list(spec.submodule_search_locations)[0], name)
-
-
-def _load_openai_module(filename, module_name):
-    # By file: `import clip` runs clip/clip.py, which needs pkg_resources (gone from new setuptools).
-    spec = importlib.util.spec_from_file_location(module_name, _openai_file(filename))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def openai_model_py():
-    return _load_openai_module("model.py", "openai_clip_model")
-
-
-def seeded_openai_state(openai_model_py, name, seed=0):
-    """A state dict of OpenAI's architecture `name`: OpenAI's init, constant tensors (norm weights,
-    biases, BN statistics) made random too, every float rounded to fp16 as released weights are."""
-    torch.manual_seed(seed)
-    model = openai_model_py.CLIP(**OPENAI_DIMS[name])
-    state = {}
-    for key, value in model.state_dict().items():
-        if value.is_floating_point():
-            if value.numel() > 1 and torch.all(value == value.flatten()[0]):
-                noise = 0.1 * torch.randn_like(value)
-                value = value + (noise.abs() if key.endswith("running_var") else noise)
-            value = value.half()
-        state[key] = value
-    return state
 
 
 def openai_reference(openai_model_py, state):
@@ -79,7 +32,7 @@ def openai_reference(openai_model_py, state):
 
 def openai_tokens(texts):
     """OpenAI's clip.tokenize: <start> BPE <end>, zero-padded to 77 (clip/clip.py, read not imported)."""
-    tokenizer = _load_openai_module("simple_tokenizer.py", "openai_clip_tokenizer").SimpleTokenizer()
+    tokenizer = load_openai_module("simple_tokenizer.py", "openai_clip_tokenizer").SimpleTokenizer()
     sot, eot = tokenizer.encoder["<|startoftext|>"], tokenizer.encoder["<|endoftext|>"]
     out = torch.zeros(len(texts), 77, dtype=torch.long)
     for i, text in enumerate(texts):
@@ -115,10 +68,6 @@ def write_torchscript_archive(model, path):
                                     "forward": (image, text)}, check_trace=False)
     traced.half()
     traced.save(path)
-
-
-def relative_difference(ours, theirs):
-    return ((ours.double() - theirs.double()).abs().max() / theirs.double().abs().max()).item()
 
 
 def project_outputs(model, tokenizer, images):

@@ -8,8 +8,6 @@ On a CPU, PREC fp16 and amp still run in fp32 (`load_clip`); `build_clip` builds
 anywhere. Runs on CUDA are left to a machine that has one.
 """
 import contextlib
-import importlib.util
-import os.path as osp
 from types import SimpleNamespace
 
 import pytest
@@ -17,45 +15,11 @@ import torch
 
 from clipadapt.clip import TextEncoder, build_clip, compute_dtype, load_clip, precision_dtype, precision_key
 from clipadapt.trainer import ClipTrainer
+from helpers import relative_difference, seeded_openai_state
 
-_TEXT = dict(context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
-OPENAI_DIMS = {  # OpenAI's CLIP(...) arguments of the released models
-    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
-                     **_TEXT),
-    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
-                 vision_patch_size=None, **_TEXT),
-}
 # max |ours - OpenAI's| / max |OpenAI's|: a few units of the format's rounding (fp16 2^-11, bf16 2^-8),
 # from kernels that sum in another order (batch-first attention, the cut text encoder).
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
-
-
-@pytest.fixture(scope="module")
-def openai_model_py():
-    spec = importlib.util.find_spec("clip")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("openai-clip is not installed (pip install -e '.[test]')")
-    # By file: `import clip` runs clip/clip.py, which needs pkg_resources (gone from new setuptools).
-    path = osp.join(list(spec.submodule_search_locations)[0], "model.py")
-    module_spec = importlib.util.spec_from_file_location("openai_clip_model_prec", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
-def seeded_state(openai_model_py, name):
-    """OpenAI's init of `name` with the constant tensors (norm weights, biases) made random too,
-    rounded to fp16 as OpenAI's released weights are."""
-    torch.manual_seed(0)
-    state = {}
-    for key, value in openai_model_py.CLIP(**OPENAI_DIMS[name]).state_dict().items():
-        if value.is_floating_point():
-            if value.numel() > 1 and torch.all(value == value.flatten()[0]):
-                noise = 0.1 * torch.randn_like(value)
-                value = value + (noise.abs() if key.endswith("running_var") else noise)
-            value = value.half()
-        state[key] = value
-    return state
 
 
 def openai_low_precision(openai_model_py, state, dtype):
@@ -68,10 +32,6 @@ def openai_low_precision(openai_model_py, state, dtype):
     return model
 
 
-def relative_difference(ours, theirs):
-    return ((ours.double() - theirs.double()).abs().max() / theirs.double().abs().max()).item()
-
-
 def tokens(tokenizer):
     return tokenizer(["a photo of a dog.", "a centered satellite photo of Annual Crop Land.", "x"])
 
@@ -79,7 +39,7 @@ def tokens(tokenizer):
 @pytest.mark.parametrize("name,dtype", [("ViT-B/16", torch.float16), ("RN50", torch.float16),
                                         ("ViT-B/16", torch.bfloat16)])
 def test_low_precision_model_is_openai_build_model(name, dtype, openai_model_py, tmp_path):
-    state = seeded_state(openai_model_py, name)
+    state = seeded_openai_state(openai_model_py, name)
     theirs = openai_low_precision(openai_model_py, state, dtype)
     path = str(tmp_path / "state_dict.pt")
     torch.save(state, path)
@@ -143,7 +103,7 @@ def test_coop_step_trains_fp32_context_through_a_bf16_clip(shapes_root, tmp_path
     """A CoOp step with PREC bf16 on the CPU: images encoded online, gradients reach the fp32 context
     through bf16 weights and fp32 LayerNorms, and the context moves."""
     from clipadapt.engine import build_trainer
-    from conftest import make_cfg
+    from helpers import make_cfg
     cfg = make_cfg("CoOp", "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml", shapes_root, tmp_path / "out",
                    ["DATASET.NUM_SHOTS", "1", "FEATURES.CACHE", "False", "TRAINER.COOP.PREC", "bf16"])
     trainer = build_trainer(cfg)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_cfg
+from helpers import make_cfg
 
 from trainers.promptsrc import gaussian_weights, self_regularization
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import make_cfg
+from helpers import make_cfg
 
 SHIP_OPTS = ["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base", "DATALOADER.TRAIN_X.BATCH_SIZE", "40",
              "TRAINER.SHIP.VAE_BATCH_SIZE", "40", "TRAINER.SHIP.ENC_HIDDEN", "64", "TRAINER.SHIP.GEN_HIDDEN", "64",
@@ -38,7 +38,7 @@ def test_ship_keeps_the_last_partial_batch_in_both_stages(shapes_root, tmp_path)
 
 
 def test_ship_imagenet_config_crops_as_the_released_imagenet_script():
-    from conftest import REPO
+    from helpers import REPO
     import os.path as osp
     import datasets  # noqa: F401
     import trainers  # noqa: F401

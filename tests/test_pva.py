@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_OPTS, make_cfg, run_train
+from helpers import TINY_OPTS, make_cfg, run_train
 from trainers.pva import (VariationalAdapter, alignment_loss, auroc, gaussian_entropy, kl_gaussians,
                           kl_to_standard_normal, mean_probability_logits, moment_matched_prototypes,
                           pairwise_kl, pairwise_log_density, prototype_similarity, sample_latents)
@@ -328,7 +328,7 @@ def test_eval_logs_separation_diagnostics(shapes_root, tmp_path, trained_base, c
 def test_ablation_script_runs_each_switch_into_its_own_tree(shapes_root, tmp_path):
     import subprocess
 
-    from conftest import REPO
+    from helpers import REPO
     out = tmp_path / "output"
     env = dict(os.environ, DATA=str(shapes_root), OUTPUT=str(out), CFG="shapes",
                VARIANTS="full no_variational mc8")

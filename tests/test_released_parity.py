@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_openai_parity import seeded_openai_state
+from helpers import seeded_openai_state
 
 from clipadapt.clip import PromptLearner, TextEncoder, encode_image_prompted, load_clip, prompts_for
 from trainers.cocoop import ConditionalPromptLearner, conditional_logits
@@ -43,12 +43,6 @@ def vit_b16(openai_model_py, tmp_path_factory):
         image_features = model.encode_image(images)
     return SimpleNamespace(model=model, tokenizer=tokenizer, encoder=TextEncoder(model),
                            image_features=image_features, labels=torch.tensor([0, 2]))
-
-
-@pytest.fixture(scope="module")
-def openai_model_py():
-    from test_openai_parity import _load_openai_module
-    return _load_openai_module("model.py", "openai_clip_model")
 
 
 @pytest.fixture(scope="module")

@@ -17,41 +17,18 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY_OPTS, make_cfg, run_train
+from helpers import COOP_CFG, REPO, SMALL, TINY_OPTS, coop_args, fails, make_cfg, run_train, snapshot
+from helpers import load_checkpoint as load
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-COOP_CFG = "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"
-# 4 shots x 48 classes = 192 images = 12 batches of 16 per epoch.
-SMALL = TINY_OPTS + ["DATASET.NUM_SHOTS", "4", "DATALOADER.TRAIN_X.BATCH_SIZE", "16"]
 # One intra-op thread: with two, OpenMP's spinning threads make a loaded 2-core machine 100x slower.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def coop_args(root, out, *opts, flags=()):
-    """train.py's arguments for CoOp on Shapes: flags first, then the KEY VALUE config options."""
-    return (["--root", root, "--seed", "1", "--trainer", "CoOp", "--dataset-config-file",
-             "configs/datasets/shapes.yaml", "--config-file", COOP_CFG, "--output-dir", str(out), *flags]
-            + SMALL + list(opts))
 
 
 def result_line(text):
     block = text.split("=> result")[-1]
     return next(l for l in block.splitlines() if l.startswith("* accuracy:"))
-
-
-def snapshot(folder):
-    """{relative path: (size, mtime_ns)} of every file under `folder`."""
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            st = os.stat(osp.join(dirpath, f))
-            out[osp.relpath(osp.join(dirpath, f), folder)] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def assert_same_weights(a, b, scheduler=True):
@@ -77,31 +54,6 @@ def coop_run(shapes_root, tmp_path_factory):
     proc = run_train(coop_args(shapes_root, out, "OPTIM.MAX_EPOCH", "4", "TRAIN.CHECKPOINT_FREQ", "1",
                                "FEATURES.CACHE_DIR", str(base / "cache")), env=ONE_THREAD)
     return out, proc
-
-
-@pytest.fixture
-def train_main(monkeypatch):
-    """train.py's main() in this process (no interpreter start-up); SystemExit carries its error."""
-    import train
-    monkeypatch.setattr(train, "collect_env_info", lambda: "(not collected in tests)")
-
-    def run(args):
-        console = sys.stdout
-        try:
-            train.main(train.parse_args([str(a) for a in args]))
-        finally:
-            if sys.stdout is not console:  # setup_logger teed stdout into the run's log.txt
-                sys.stdout.close()
-                sys.stdout = console
-    return run
-
-
-def fails(run, args):
-    """The error message main() exits with."""
-    with pytest.raises(SystemExit) as exc:
-        run(args)
-    assert isinstance(exc.value.code, str), exc.value.code
-    return exc.value.code
 
 
 def copy_run(run_dir, dest, epochs=(1, 2, 3, 4), pointer=4):

@@ -20,10 +20,11 @@ import pytest
 import torch
 from yacs.config import CfgNode
 
-from conftest import REPO, SHARED_DATA, TINY_OPTS, make_cfg
+from helpers import REPO, SHARED_DATA, TINY_OPTS, make_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-from test_reliability import COOP_CFG, SMALL, coop_args, fails, load, snapshot, train_main  # noqa: F401
+from helpers import COOP_CFG, SMALL, coop_args, fails, snapshot
+from helpers import load_checkpoint as load
 
 from clipadapt.data import DatasetError, read_split
 from clipadapt.data.checks import check_split_leaks, read_manifest
@@ -418,7 +419,7 @@ def test_config_values_that_give_a_meaningless_run_are_refused_before_work(shape
 
 
 def test_more_shots_than_a_class_has_is_said_once(shapes_root, capsys):
-    from conftest import build_dataset
+    from helpers import build_dataset
     ds = build_dataset(shapes_root, "Shapes", shots=10, seed=1)
     out = capsys.readouterr().out
     assert out.count("Note: DATASET.NUM_SHOTS is 10") == 1
@@ -483,7 +484,6 @@ def test_diverging_weights_with_a_finite_loss_stop_before_saving_or_evaluating(s
 def test_manifest_finds_an_image_that_decodes_but_changed(shapes_root, tmp_path, capsys):
     from PIL import Image
 
-    from conftest import build_dataset
     root = tmp_path / "data"
     shutil.copytree(shapes_root, root)
     folder = root / "shapes"

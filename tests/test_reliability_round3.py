@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from conftest import make_cfg
-from test_reliability import coop_args, fails, train_main  # noqa: F401
+from helpers import make_cfg
+from helpers import coop_args, fails
 
 from clipadapt.atomic import atomic_write_json, atomic_write_text
 from clipadapt.config import ConfigError
@@ -115,7 +115,6 @@ def test_an_empty_feature_cache_lock_is_broken_not_waited_on_forever(tmp_path, c
 
 def test_a_waiter_says_whom_it_waits_for(tmp_path, capsys):
     import threading
-    import time
 
     from clipadapt.locks import file_lock
     lock = str(tmp_path / "key.lock")

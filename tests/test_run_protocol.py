@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_OPTS, make_cfg
+from helpers import REPO, TINY_OPTS, make_cfg
 
 SCRIPT = os.path.join(REPO, "scripts", "run_protocol.sh")
 

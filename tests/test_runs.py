@@ -5,11 +5,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_OPTS
+from helpers import REPO, TINY_OPTS
 
 from clipadapt import dassl_log, runs
 

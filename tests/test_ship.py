@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-from conftest import make_cfg
+from helpers import make_cfg
 
 SHIP_CFG = "configs/trainers/SHIP/vit_b16.yaml"
 # Tiny: 4 shots x 24 base classes = 96 images, batches of 32, small VAE.

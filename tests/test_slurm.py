@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_OPTS
+from helpers import REPO, TINY_OPTS
 from slurm_cluster import ClusterUnavailable, SlurmCluster
 from sweep_case import local_table, results, run_sweep, sweep_env, table_lines
 

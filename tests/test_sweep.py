@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from sweep_case import OPTS as SWEEP_OPTS
 from sweep_case import extractions, local_table, results, run_sweep, sweep_command, sweep_env, table_lines
 

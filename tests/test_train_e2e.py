@@ -1,26 +1,14 @@
 """train.py as a user runs it: zero-shot eval, CoOp base -> new from a checkpoint, parse_test_res."""
-import os
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, SHARED_DATA, TINY_OPTS, run_train
+from helpers import COOP_CFG, REPO, SHARED_DATA, TINY_OPTS, result_accuracy, run_train
+from helpers import train_args as common
 
-COOP_CFG = "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"
 ZS_CFG = "configs/trainers/ZeroshotCLIP/vit_b16.yaml"
-
-
-def common(trainer, cfg, root, out, dataset="shapes"):
-    return ["--root", root, "--seed", "1", "--trainer", trainer, "--dataset-config-file",
-            f"configs/datasets/{dataset}.yaml", "--config-file", cfg, "--output-dir", str(out)]
-
-
-def result_accuracy(log_text):
-    block = log_text.split("=> result")[-1]
-    line = next(l for l in block.splitlines() if l.startswith("* accuracy:"))
-    return float(line.split(":")[1].strip().rstrip("%"))
 
 
 def test_zeroshot_eval_writes_result_block_and_parse_reads_it(shapes_root, tmp_path):
