@@ -1,4 +1,6 @@
 """Every shipped trainer config merges cleanly: no unknown key, no wrong type, a known backbone."""
+import ast
+import contextlib
 import glob
 import os
 
@@ -9,16 +11,50 @@ from helpers import REPO
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "trainers", "*", "*.yaml")))
 
 
+def yaml_chain_values(path):
+    """{KEY.PATH: value} that a config file (after its _BASE_ files) states, later files winning."""
+    import yaml
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    values = yaml_chain_values(os.path.join(os.path.dirname(path), data.pop("_BASE_"))) if "_BASE_" in data else {}
+
+    def flatten(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                flatten(value, f"{prefix}{key}.")
+            else:
+                values[prefix + key] = value
+    flatten(data)
+    return values
+
+
+def config_value(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs", "trainers")))
 def test_trainer_config_merges_over_its_trainer_defaults(path):
+    """Every value the file (and its _BASE_ chain) states is the value the run gets, in the type of
+    the trainer's default (a list becomes a tuple, a whole number a float where the key is one, a string
+    that is a Python literal that literal, as yacs reads it)."""
     import datasets  # noqa: F401  (registers the datasets)
     import trainers  # noqa: F401  (registers the trainers and their config nodes)
     from clipadapt.config import build_config
 
     trainer = os.path.basename(os.path.dirname(path))
     cfg = build_config(trainer, os.path.join(REPO, "configs", "datasets", "shapes.yaml"), path)
-    assert cfg.OPTIM.MAX_EPOCH > 0 and cfg.MODEL.BACKBONE.NAME
-    assert cfg.INPUT.SIZE[0] > 0 and cfg.DATALOADER.TRAIN_X.BATCH_SIZE > 0
+    stated = yaml_chain_values(path)
+    assert stated, f"{path} states nothing"
+    for key, value in stated.items():
+        got = config_value(cfg, key)
+        if isinstance(value, str):  # yacs reads a string that is a Python literal as that literal
+            with contextlib.suppress(ValueError, SyntaxError):
+                value = ast.literal_eval(value)
+        if isinstance(got, tuple):
+            value = tuple(value) if isinstance(value, list) else value
+        assert got == value and (type(got) is type(value) or isinstance(got, float)), (key, got, value)
 
 
 def test_every_trainer_has_configs():
