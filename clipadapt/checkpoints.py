@@ -92,7 +92,7 @@ def load_checkpoint(fpath, verbose=True):
     A Dassl checkpoint whose optimizer/scheduler entries hold pickled torch.optim (or dassl.optim)
     objects loads too: those classes are mapped to inert placeholders for the weights_only
     unpickler and the entries holding them come back as None (what evaluation needs is the
-    state_dict and epoch). Any other non-allowlisted global refuses the file, as before.
+    state_dict and epoch). Any other non-allowlisted global refuses the file.
     """
     if not fpath or not osp.exists(fpath):
         raise FileNotFoundError(f'Checkpoint not found at "{fpath}"')

@@ -12,7 +12,7 @@ the world's captions use are stored, the full table is rebuilt at load time) bes
 (`weights/shapes-clip-tiny.json`) holding its sha256, checked at every load, its recipe and its
 zero-shot accuracy on the dataset's test split with "a photo of a {}.": 29.9% base / 34.4% new
 (24-way each, chance 4.2%); the dataset's camera casts colours this pretraining never saw.
-So every machine uses the same CLIP: results no longer depend on a machine's pretraining arithmetic
+So every machine uses the same CLIP: results do not depend on a machine's pretraining arithmetic
 (float sums depend on how they are split over threads and on the CPU).
 
 ``python -m clipadapt.world.pretrain --root DATA`` checks the shipped CLIP and prints its zero-shot
