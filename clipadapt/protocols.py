@@ -74,14 +74,23 @@ COOP_RECIPE_CONFIGS = re.compile(r"(rn50|rn101|vit_b16|vit_b32)(_ctxv1|_learned_
 RECIPE_TRAINERS = ("CoOp", "CLIPAdapter")
 
 
+# Released per-dataset epoch counts: (config, dataset) -> the config that trains them (Tip-Adapter-F's
+# configs/eurosat.yaml: train_epoch 100, every other dataset 20).
+RELEASED_EPOCH_CONFIGS = {"TipAdapterF": {("rn50", "eurosat"): "rn50_ep100"}}
+
+
 def recipe_config(trainer, config_name, dataset, shots, recipe="published"):
     """The config CoOp's published few-shot recipe trains with: for CoOp or CLIPAdapter and a
     backbone config (rn50, rn101, vit_b16, vit_b32, or their _ctxv1 / _learned_ratio variants),
     50 epochs at 1 shot (<backbone>_ep50<variant>), 100 at 2 and 4 shots (<backbone>_ep100<variant>),
-    200 at 8 and 16 (the config itself); on ImageNet 50 at every shot count. recipe="fixed": the
-    config as it is."""
+    200 at 8 and 16 (the config itself); on ImageNet 50 at every shot count. A trainer of
+    RELEASED_EPOCH_CONFIGS gets its released per-dataset epochs. recipe="fixed": the config as it is."""
+    if recipe == "fixed":
+        return config_name
+    if trainer in RELEASED_EPOCH_CONFIGS:
+        return RELEASED_EPOCH_CONFIGS[trainer].get((config_name, dataset), config_name)
     match = COOP_RECIPE_CONFIGS.fullmatch(config_name)
-    if recipe == "fixed" or trainer not in RECIPE_TRAINERS or not match:
+    if trainer not in RECIPE_TRAINERS or not match:
         return config_name
     backbone, variant = match.group(1), match.group(2) or ""
     if dataset == "imagenet" or int(shots) <= 1:

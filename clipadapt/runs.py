@@ -30,7 +30,7 @@ import time
 
 from .atomic import atomic_write_text
 from .dassl_log import LOG_NAME, final_metrics, has_final_result
-from .protocols import KIND_PROTOCOL, LAYOUTS, ProtocolError, default_config, recipe_config
+from .protocols import KIND_PROTOCOL, LAYOUTS, RELEASED_EPOCH_CONFIGS, ProtocolError, default_config, recipe_config
 
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
@@ -538,7 +538,8 @@ def main(argv=None):
         return 2
     note = ""
     if spec.run_config != spec.config_name:
-        note = (f"CoOp's few-shot recipe ({spec.trainer}): {spec.dataset} at {spec.shots} shots trains with {spec.config_file} "
+        recipe_name = "the released recipe" if spec.trainer in RELEASED_EPOCH_CONFIGS else "CoOp's few-shot recipe"
+        note = (f"{recipe_name} ({spec.trainer}): {spec.dataset} at {spec.shots} shots trains with {spec.config_file} "
                 f"(RECIPE=fixed runs {spec.config_name}.yaml)")
     print(f"RUN_NOTE={_shell_quote([note])}")
     print(f"RUN_DIR={_shell_quote([spec.output_dir(output)])}")

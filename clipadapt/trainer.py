@@ -39,6 +39,10 @@ class ClipTrainer(*_BASES):
     # features: its image features change with every step.
     PROMPTS_IMAGE_ENCODER = False
     LEARNS = True  # False: nothing is trained (zero-shot), so --eval-only needs no --model-dir
+    # True: the learned weights hold one entry per training class (a linear probe, a cache of labelled
+    # features), so they evaluate on those classes only: the checkpoint names them, and loading it for
+    # another class list is refused.
+    CLASS_BOUND = False
 
     @classmethod
     def add_config(cls, cfg):
@@ -127,6 +131,16 @@ class ClipTrainer(*_BASES):
                 cfg, "SequentialSampler", self.dm.dataset.test, cfg.DATALOADER.TEST.BATCH_SIZE,
                 is_train=False, dataset_wrapper=_index_wrapper)
 
+    def training_loader(self, batch_size):
+        """Shuffled training images (their cached-feature indices with FEATURES.CACHE) in batches of
+        `batch_size`, the last partial batch kept, as the loaders of SHIP's and Tip-Adapter's released
+        code are (Dassl's drops it)."""
+        if self.use_feature_cache:
+            return build_data_loader(self.cfg, "RandomSampler", self.dataset.train_x, batch_size, is_train=True,
+                                     dataset_wrapper=_index_wrapper, drop_last=False)
+        return build_data_loader(self.cfg, "RandomSampler", self.dataset.train_x, batch_size,
+                                 tfm=self.transform_train, is_train=True, drop_last=False)
+
     @property
     def transform_train(self):
         # Dassl's DataManager does not keep its transforms; both engines build them the same way.
@@ -212,6 +226,16 @@ class ClipTrainer(*_BASES):
         tokenized = self.tokenizer(texts).to(self.device)
         with self.autocast():
             return self.text_encoder.encode_tokenized(tokenized, dtype=dtype)
+
+    def ensemble_weights(self, classnames, templates, dtype=torch.float32):
+        """(n_cls, D) unit-norm mean of the unit-norm features of several templates per class (CoOp's
+        ZeroshotCLIP2, Tip-Adapter's ImageNet classifier), summed one template at a time in `dtype`
+        as CoOp's fp16 rounding does."""
+        print(f"Prompt ensembling (n={len(templates)})")
+        total = 0
+        for template in templates:
+            total = total + self.encode_texts([template.format(c.replace("_", " ")) for c in classnames], dtype)
+        return self.normalize(total / len(templates))
 
     def prompt_weights(self, classnames, template=""):
         """(n_cls, D) float32 unit-norm features of one hand-crafted prompt per class (`template`: "" =
@@ -364,6 +388,13 @@ class ClipTrainer(*_BASES):
             check_weights(self._models[name].state_dict(), name, self.epoch, "training stopped")
         super().after_epoch()
 
+    def epoch_is_saved_or_compared(self):
+        """True when the engine's after_epoch will save this epoch's model or evaluate it on val (what a
+        model derives from its weights, e.g. PVA's router or Tip-Adapter's alpha and beta, must be set first)."""
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        saves = (self.epoch + 1 == self.max_epoch) or (freq > 0 and (self.epoch + 1) % freq == 0)
+        return saves or (not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val")
+
     def checkpoint_meta(self):
         import open_clip
         meta = super().checkpoint_meta()
@@ -376,7 +407,19 @@ class ClipTrainer(*_BASES):
             meta["backbone_weights"] = self._backbone_fingerprint
         meta["open_clip"] = open_clip.__version__
         meta["config"] = self.cfg.dump()
+        if self.CLASS_BOUND:
+            meta["classnames"] = self.train_classnames
         return meta
+
+    def _load_usable(self, fpath, hint=""):
+        checkpoint = super()._load_usable(fpath, hint)
+        fitted_on = (checkpoint.get("meta") or {}).get("classnames") if self.CLASS_BOUND else None
+        if fitted_on is not None and list(fitted_on) != self.classnames:
+            raise CheckpointError(
+                f'Checkpoint "{fpath}" is a {type(self).__name__} of {len(fitted_on)} classes ({", ".join(fitted_on[:3])}, '
+                f"...); this run classifies {len(self.classnames)} others ({', '.join(self.classnames[:3])}, ...). Its "
+                "weights exist only for the classes it was trained on: evaluate it on the same classes.")
+        return checkpoint
 
     @staticmethod
     def normalize(x):

@@ -127,7 +127,7 @@ def test_refuses_classes_it_was_not_fitted_on(shapes_root, tmp_path, monkeypatch
                                                           "TRAINER.LINEAR_PROBE.C", "1.0"])
     base.train()
     everything = build_trainer(shapes_root, tmp_path / "all", ["DATASET.NUM_SHOTS", "2"])
-    with pytest.raises(CheckpointError, match="linear probe of 24 classes"):
+    with pytest.raises(CheckpointError, match="LinearProbeCLIP of 24 classes"):
         everything.load_model(str(tmp_path / "base"), epoch=1)
     # A validation split that is the test set (ImageNet's) is never searched.
     monkeypatch.setattr(type(everything.dataset), "val_is_test", True, raising=False)

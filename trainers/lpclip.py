@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from clipadapt.checkpoints import CheckpointError
 from clipadapt.engine import TRAINER_REGISTRY
 from clipadapt.deps import require
 from clipadapt.trainer import ClipTrainer
@@ -107,6 +106,7 @@ def linear_from_sklearn(classifier, num_classes, dim):
 @TRAINER_REGISTRY.register()
 class LinearProbeCLIP(ClipTrainer):
     CONFIG_NODE = "LINEAR_PROBE"
+    CLASS_BOUND = True  # weights for the classes it was fitted on only
 
     @staticmethod
     def config_defaults(node):
@@ -176,20 +176,8 @@ class LinearProbeCLIP(ClipTrainer):
     def model_inference(self, image_features):
         return self.head(self.probe_input(image_features))  # (B, n_cls)
 
-    # ----- checkpoints: a linear probe belongs to its class list ------------------------------------
     def checkpoint_meta(self):
         meta = super().checkpoint_meta()
-        meta["classnames"] = self.train_classnames
         if hasattr(self, "fitted_c"):
             meta["C"] = self.fitted_c
         return meta
-
-    def _load_usable(self, fpath, hint=""):
-        checkpoint = super()._load_usable(fpath, hint)
-        fitted_on = (checkpoint.get("meta") or {}).get("classnames")
-        if fitted_on is not None and list(fitted_on) != self.classnames:
-            raise CheckpointError(
-                f'Checkpoint "{fpath}" is a linear probe of {len(fitted_on)} classes ({", ".join(fitted_on[:3])}, ...); '
-                f"this run classifies {len(self.classnames)} others ({', '.join(self.classnames[:3])}, ...). A linear "
-                "probe has no weights for classes it was not fitted on: evaluate it on the same classes.")
-        return checkpoint

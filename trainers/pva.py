@@ -364,11 +364,8 @@ class PVA(ClipTrainer):
     def after_epoch(self):
         # Calibrate the router before anything is saved or validated, so each checkpoint holds
         # prototypes and tau that match its weights.
-        node, cfg = self.method_cfg, self.cfg
-        freq = cfg.TRAIN.CHECKPOINT_FREQ
-        saves = (self.epoch + 1 == self.max_epoch) or (freq > 0 and (self.epoch + 1) % freq == 0)
-        validates = not cfg.TEST.NO_TEST and cfg.TEST.FINAL_MODEL == "best_val"
-        if node.SEPARATION and (saves or validates):
+        node = self.method_cfg
+        if node.SEPARATION and self.epoch_is_saved_or_compared():
             self.calibrate()
         super().after_epoch()
 

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from clipadapt.adapters import AdaptedClassifier
 from clipadapt.clip import PromptLearner
 from clipadapt.config import choice_error
-from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_data_loader, build_lr_scheduler, build_optimizer
-from clipadapt.loading import IndexDataset
+from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_lr_scheduler, build_optimizer
 from clipadapt.trainer import ClipTrainer
 
 STAGE2_CHOICES = ("coop", "clip_adapter")
@@ -227,16 +226,6 @@ class SHIP(ClipTrainer):
     def build_data_loader(self):
         super().build_data_loader()
         self.train_loader_x = self.training_loader(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)  # stage 2
-
-    def training_loader(self, batch_size):
-        """Shuffled base-class training images (their cached-feature indices with FEATURES.CACHE), in
-        batches of `batch_size`, the last partial batch kept."""
-        if self.use_feature_cache:
-            return build_data_loader(self.cfg, "RandomSampler", self.dataset.train_x, batch_size, is_train=True,
-                                     dataset_wrapper=lambda cfg, data, transform=None, is_train=False:
-                                     IndexDataset(data), drop_last=False)
-        return build_data_loader(self.cfg, "RandomSampler", self.dataset.train_x, batch_size,
-                                 tfm=self.transform_train, is_train=True, drop_last=False)
 
     # ----- stage 1: the generator --------------------------------------------------------------------
     def before_train(self):

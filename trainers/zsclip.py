@@ -27,12 +27,7 @@ class ZeroshotCLIP(ClipTrainer):
             templates = list(IMAGENET_TEMPLATES_SELECT)
             if self.cfg.DATASET.NAME != "ImageNet":  # as CoOp's ZeroshotCLIP2: every other dataset adds its own
                 templates.append(node.TEMPLATE or template_for(self.cfg.DATASET.NAME))
-            print(f"Prompt ensembling (n={len(templates)})")
-            total = 0
-            for template in templates:  # summed one template at a time, as CoOp's rounding does in fp16
-                total = total + self.encode_texts([template.format(c.replace("_", " ")) for c in classnames],
-                                                  self.head_dtype)
-            return self.normalize(total / len(templates))
+            return self.ensemble_weights(classnames, templates, self.head_dtype)
         prompts = prompts_for(classnames, self.cfg.DATASET.NAME, node.TEMPLATE)
         print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")
         return self.encode_texts(prompts, self.head_dtype)
