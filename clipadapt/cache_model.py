@@ -71,6 +71,16 @@ def search_alpha_beta(affinity, values, clip_logits, labels, scale, steps, log=p
     return best
 
 
+def released_optimizer(parameters, optim_cfg, iterations):
+    """Tip-Adapter-F's optimiser and schedule: AdamW (OPTIM.LR, OPTIM.EPS, OPTIM.WEIGHT_DECAY, betas) and a
+    cosine over every iteration of OPTIM.MAX_EPOCH epochs, to be stepped once per iteration."""
+    if optim_cfg.NAME != "adamw":
+        raise ValueError(f"OPTIM.NAME {optim_cfg.NAME}: the Tip-Adapter-F cache trains with AdamW, as released")
+    optim = torch.optim.AdamW(parameters, lr=optim_cfg.LR, eps=optim_cfg.EPS, weight_decay=optim_cfg.WEIGHT_DECAY,
+                              betas=(optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2))
+    return optim, torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=optim_cfg.MAX_EPOCH * iterations)
+
+
 class TipCache(nn.Module):
     """The cache: keys as `adapter` (nn.Linear(D, N), weight K, the released name), one-hot `values`,
     and the deployed `alpha` and `beta` (buffers, so a checkpoint holds what its evaluation uses)."""

@@ -255,6 +255,12 @@ class ClipTrainer(*_BASES):
             return self.cached_features(split)
         return self._encode_split(split).to(self.device)
 
+    def training_view(self, view):
+        """(N, D) raw features of the training images under augmented view `view` (cached, or computed now)."""
+        if self.use_feature_cache:
+            return self.cached_features("train_x", view)
+        return self._encode_split("train_x", view).to(self.device)
+
     def _encode_split(self, split, view=None):
         """The frozen encoder over a whole split; `view` selects an augmented training view (its own seed)."""
         train = view is not None

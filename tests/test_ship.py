@@ -137,13 +137,13 @@ def test_generator_off_is_plain_coop_over_all_classes(shapes_root, tmp_path):
                          "OPTIM.WARMUP_EPOCH", "0", "INPUT.RRCROP_SCALE", "(0.5, 1.0)"], cls=CoOpOverAllClasses)
     off = ship(shapes_root, tmp_path / "ship", opts=same + ["TRAINER.SHIP.SYN_PER_REAL", "0.0"])
     vae_before = {k: v.clone() for k, v in off.vae.state_dict().items()}
-    init_ctx = off.prompt_learner.ctx.detach().clone()
+    init_ctx = off.head.module.ctx.detach().clone()
     assert torch.equal(init_ctx, coop.prompt_learner.ctx)
     train(coop)
     train(off)
-    assert off.prompt_learner.classnames == coop.prompt_learner.classnames  # base + new
-    assert not torch.allclose(off.prompt_learner.ctx, init_ctx)  # it did train
-    assert torch.allclose(off.prompt_learner.ctx, coop.prompt_learner.ctx, atol=1e-6)
+    assert off.head.module.classnames == coop.prompt_learner.classnames  # base + new
+    assert not torch.allclose(off.head.module.ctx, init_ctx)  # it did train
+    assert torch.allclose(off.head.module.ctx, coop.prompt_learner.ctx, atol=1e-6)
     assert all(torch.equal(v, off.vae.state_dict()[k]) for k, v in vae_before.items())  # generator not trained
 
 
@@ -182,7 +182,7 @@ def test_test_runs_score_their_columns_of_the_all_class_classifier(trained_base,
     tester = ship(shapes_root, tmp_path, mode=mode)
     tester.load_model(str(out), epoch=2)
     tester.prepare_eval()
-    assert tester.prompt_learner.classnames == {"base": trainer.base_classnames, "new": trainer.new_classnames,
+    assert tester.head.module.classnames == {"base": trainer.base_classnames, "new": trainer.new_classnames,
                                                 "gzsl": trainer.stage2_classnames}[mode]
     with torch.no_grad():
         assert torch.allclose(tester.model_inference(feats), expected, atol=1e-4)
@@ -201,7 +201,7 @@ def test_resume_continues_stage2_without_retraining_the_generator(trained_base, 
     resumed = ship(shapes_root, run, opts=["TRAIN.CHECKPOINT_FREQ", "1"])
     resumed.train_generator = lambda: pytest.fail("the generator was retrained on resume")
     resumed.train()
-    assert torch.allclose(resumed.prompt_learner.ctx, trainer.prompt_learner.ctx, atol=1e-6)
+    assert torch.allclose(resumed.head.module.ctx, trainer.head.module.ctx, atol=1e-6)
     for k, v in trainer.vae.state_dict().items():
         assert torch.allclose(resumed.vae.state_dict()[k], v, atol=1e-6)
     shutil.rmtree(run)
@@ -253,10 +253,10 @@ def test_ship_with_clip_adapter_trains_the_shared_adapter_on_all_classes(shapes_
     cfg = "configs/trainers/SHIP/vit_b16_clip_adapter.yaml"
     trainer = build("SHIP", cfg, shapes_root, tmp_path, FAST + ["DATASET.SUBSAMPLE_CLASSES", "base",
                                                                  "OPTIM.MAX_EPOCH", "1"])
-    assert isinstance(trainer.adapter, AdaptedClassifier) and trainer.get_model_names() == ["clip_adapter", "vae"]
-    before = {k: v.clone() for k, v in trainer.adapter.state_dict().items()}
+    assert isinstance(trainer.head.module, AdaptedClassifier) and trainer.get_model_names() == ["clip_adapter", "vae"]
+    before = {k: v.clone() for k, v in trainer.head.module.state_dict().items()}
     train(trainer)
-    assert any(not torch.equal(v, trainer.adapter.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(v, trainer.head.module.state_dict()[k]) for k, v in before.items())
     trainer.set_classnames(trainer.stage2_classnames)
     feats = torch.randn(5, trainer.embed_dim)
     with torch.no_grad():
@@ -266,3 +266,51 @@ def test_ship_with_clip_adapter_trains_the_shared_adapter_on_all_classes(shapes_
     tester.prepare_eval()
     with torch.no_grad():
         assert torch.allclose(tester.model_inference(feats), new_columns, atol=1e-4)
+
+
+def test_ship_with_tip_adapter_f_caches_real_base_and_synthesized_new_features(shapes_root, tmp_path):
+    """The cache: the real training features averaged over the views, then TIP_SYN_SHOTS synthesized
+    features per new class (labels base 0..m-1 then new m..); new classes score through their columns,
+    a test run from the checkpoint gives the trained model's new columns, and the keys train."""
+    from clipadapt import cache_model
+    cfg = "configs/trainers/SHIP/vit_b16_tip_adapter_f.yaml"
+    opts = FAST + ["DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "1", "TRAINER.SHIP.TIP_AUGMENT_EPOCH", "2",
+                   "TRAINER.SHIP.TIP_SYN_SHOTS", "3", "TRAINER.SHIP.TIP_LOGIT_SCALE", "0.0",
+                   "TRAINER.SHIP.TIP_INIT_ALPHA", "2.0", "DATALOADER.TRAIN_X.BATCH_SIZE", "32"]
+    trainer = build("SHIP", cfg, shapes_root, tmp_path, opts)
+    assert trainer.get_model_names() == ["tip_adapter", "vae"]
+    m, k = len(trainer.base_classnames), len(trainer.new_classnames)
+    n_real = len(trainer.dataset.train_x)
+    built = {}
+    real_build = trainer.build_cache
+
+    def build_and_keep():
+        real_build()
+        built["keys"] = trainer.head.module.adapter.weight.detach().clone()
+    trainer.build_cache = build_and_keep
+    train(trainer)
+    keys, values = built["keys"], trainer.head.module.values
+    assert keys.shape[0] == n_real + 3 * k and values.shape == (n_real + 3 * k, m + k)
+    real_keys = cache_model.cache_keys([trainer.training_view(v) for v in range(2)])
+    assert torch.allclose(keys[:n_real], real_keys, atol=1e-6)
+    assert torch.allclose(keys[n_real:].norm(dim=-1), torch.ones(3 * k), atol=1e-5)  # synthesized: unit norm
+    assert values[:n_real].argmax(1).tolist() == [d.label for d in trainer.dataset.train_x]
+    assert values[n_real:].argmax(1).tolist() == [m + j for j in range(k) for _ in range(3)]
+    assert not torch.allclose(trainer.head.module.adapter.weight, keys)  # the keys trained
+    assert (trainer.head.module.alpha.item(), trainer.head.module.beta.item()) == (2.0, 1.0)
+
+    trainer.set_classnames(trainer.stage2_classnames)
+    feats = torch.randn(5, trainer.embed_dim)
+    with torch.no_grad():
+        full = trainer.logits(feats, trainer.text_features())
+        f = torch.nn.functional.normalize(feats, dim=-1)
+        weights = trainer.prompt_weights(trainer.stage2_classnames)
+        affinity = f @ trainer.head.module.adapter.weight.t()
+        by_hand = trainer.logit_scale * f @ weights.t() + 2.0 * torch.exp(-1.0 * (1 - affinity)) @ values
+    assert torch.allclose(full, by_hand, atol=1e-4)
+    new = [("new" if value == "base" else value) for value in opts]
+    tester = build("SHIP", cfg, shapes_root, tmp_path / "new", new)
+    tester.load_model(str(tmp_path), epoch=1)
+    tester.prepare_eval()
+    with torch.no_grad():
+        assert torch.allclose(tester.model_inference(feats), full[:, m:], atol=1e-4)

@@ -18,13 +18,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipadapt.adapters import AdaptedClassifier
+from clipadapt.cache_model import RELEASED, cache_keys, cache_values, released_optimizer
 from clipadapt.clip import PromptLearner
 from clipadapt.config import choice_error
+from clipadapt.heads import AdapterHead, CacheHead, PromptHead
 from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_lr_scheduler, build_optimizer
 from clipadapt.trainer import ClipTrainer
 
-STAGE2_CHOICES = ("coop", "clip_adapter")
+STAGE2_CHOICES = ("coop", "clip_adapter", "tip_adapter_f")
 
 
 # ----- modules -------------------------------------------------------------------------------------
@@ -116,7 +117,7 @@ class SHIP(ClipTrainer):
 
     @staticmethod
     def config_defaults(node):
-        node.STAGE2 = "coop"  # "coop" or "clip_adapter": the model fine-tuned on real + synthetic
+        node.STAGE2 = "coop"  # "coop", "clip_adapter" or "tip_adapter_f": the model fine-tuned on real + synthetic
         node.PREC = "fp32"  # the released code runs the text encoder in fp32 (.float())
         # Stage 1: the generator (released code, main_coop_vae.py; ImageNet values in vit_b16_imagenet.yaml)
         node.N_CTX_VAE = 4  # the VAE prompt's learnable context tokens
@@ -136,6 +137,14 @@ class SHIP(ClipTrainer):
         node.SYN_PER_REAL = 1.0  # synthetic features per real feature in a batch; 0 = generator off
         node.ADAPTER_RATIO = 0.2  # STAGE2 clip_adapter: alpha, the adapter's share of the blend
         node.ADAPTER_REDUCTION = 4  # STAGE2 clip_adapter: bottleneck D -> D / 4
+        # STAGE2 tip_adapter_f (ours: SHIP's code for it is unreleased, SHIP#2): Tip-Adapter-F's cache of the
+        # base classes' real features (averaged over TIP_AUGMENT_EPOCH views) and TIP_SYN_SHOTS synthesized
+        # features per new class; alpha and beta fixed (the val split holds base classes only)
+        node.TIP_AUGMENT_EPOCH = 10
+        node.TIP_SYN_SHOTS = 0  # synthesized cache entries per label-only class; 0 = the real classes' shots
+        node.TIP_INIT_ALPHA = 0.0  # 0 = Tip-Adapter's released init_alpha for the dataset (1.0 where it has none)
+        node.TIP_INIT_BETA = 1.0
+        node.TIP_LOGIT_SCALE = 100.0  # Tip-Adapter's zero-shot scale; 0 = the model's own
 
     @classmethod
     def check_cfg(cls, cfg):
@@ -178,16 +187,14 @@ class SHIP(ClipTrainer):
               f"{len(label_only)} label-only (synthetic features)")
 
         # Stage 2 first: Dassl prints the learning rate of the first registered model.
-        if node.STAGE2 == "coop":
-            self.prompt_learner = PromptLearner(self.text_encoder, self.tokenizer, self.stage2_classnames,
-                                                n_ctx=node.COOP_N_CTX, ctx_init=node.COOP_CTX_INIT)
-            self.stage2_name, stage2 = "prompt_learner", self.prompt_learner
+        self.head = self.build_head()
+        if node.STAGE2 == "tip_adapter_f":  # Tip-Adapter-F's optimiser and per-iteration cosine
+            self.optim, self.sched = released_optimizer(self.head.module.parameters(), self.cfg.OPTIM,
+                                                        len(self.train_loader_x))
         else:
-            self.build_adapter()
-            self.stage2_name, stage2 = "clip_adapter", self.adapter
-        self.optim = build_optimizer(stage2, self.cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
-        self.register_model(self.stage2_name, stage2, self.optim, self.sched)
+            self.optim = build_optimizer(self.head.module, self.cfg.OPTIM)
+            self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+        self.register_model(self.head.name, self.head.module, self.optim, self.sched)
 
         self.vae = PromptVAE(self.text_encoder, self.tokenizer, self.stage2_classnames, self.embed_dim,
                              n_ctx=node.N_CTX_VAE, enc_hidden=node.ENC_HIDDEN, gen_hidden=node.GEN_HIDDEN,
@@ -196,31 +203,55 @@ class SHIP(ClipTrainer):
         self.vae_optim = torch.optim.AdamW(self.vae.parameters(), lr=node.VAE_LR, weight_decay=node.VAE_WEIGHT_DECAY)
         self.register_model("vae", self.vae, self.vae_optim, None)
 
-    def build_adapter(self):
+    def build_head(self):
         node = self.method_cfg
-        self.adapter = AdaptedClassifier(self.embed_dim, ratio=node.ADAPTER_RATIO,
-                                         reduction=node.ADAPTER_REDUCTION).to(self.device)
+        if node.STAGE2 == "coop":
+            return PromptHead(self, self.stage2_classnames, node.COOP_N_CTX, node.COOP_CTX_INIT)
+        if node.STAGE2 == "clip_adapter":
+            return AdapterHead(self, node.ADAPTER_RATIO, node.ADAPTER_REDUCTION)
+        n_keys = len(self.dataset.train_x) + (self.tip_syn_shots * len(self.label_only) if self.synthesizes else 0)
+        return CacheHead(self, self.stage2_classnames, n_keys, node.TIP_LOGIT_SCALE or self.logit_scale.item())
 
-    # ----- stage 2 model: class weights and logits ---------------------------------------------------
+    # ----- stage 2 with Tip-Adapter-F: the cache of real and synthesized features ---------------------
+    @property
+    def tip_syn_shots(self):
+        with_images = len(self.stage2_classnames) - len(self.label_only)
+        return self.method_cfg.TIP_SYN_SHOTS or max(1, round(len(self.dataset.train_x) / max(with_images, 1)))
+
+    @property
+    def tip_hparams(self):
+        node = self.method_cfg
+        alpha = node.TIP_INIT_ALPHA or RELEASED.get(self.cfg.DATASET.NAME, {}).get("init_alpha", 1.0)
+        return alpha, node.TIP_INIT_BETA
+
+    def build_cache(self):
+        """Keys: the real training features averaged over TIP_AUGMENT_EPOCH views, then TIP_SYN_SHOTS
+        synthesized features of each label-only class; values: their labels over the stage-2 classes."""
+        node = self.method_cfg
+        keys = [cache_keys([self.training_view(v) for v in range(node.TIP_AUGMENT_EPOCH)])]
+        labels = [torch.tensor([item.label for item in self.dataset.train_x], device=self.device)]
+        if self.synthesizes:
+            syn_labels = self.label_only.repeat_interleave(self.tip_syn_shots)
+            keys.append(self.synthetic_features(syn_labels))
+            labels.append(syn_labels)
+        alpha, beta = self.tip_hparams
+        print(f"SHIP: the Tip-Adapter cache holds {len(labels[0])} real features (averaged over "
+              f"{node.TIP_AUGMENT_EPOCH} views) and {sum(len(x) for x in labels[1:])} synthesized ones "
+              f"({self.tip_syn_shots} per label-only class); alpha {alpha:g}, beta {beta:g}")
+        self.head.module.fill(torch.cat(keys), cache_values(torch.cat(labels), len(self.stage2_classnames)),
+                              alpha, beta)
+
+    # ----- stage 2 model: class weights and logits (the head's) ---------------------------------------
     def set_classnames(self, classnames):
         """Point the stage-2 classifier at `classnames` (all training classes, or the test label space)."""
-        if self.method_cfg.STAGE2 == "coop":
-            self.prompt_learner.set_classnames(classnames)
-        else:
-            self._fixed_text = self.prompt_weights(classnames)
+        self.head.set_classnames(classnames)
 
     def text_features(self):
         """(n_cls, D) unit-norm class weights of the current class list."""
-        if self.method_cfg.STAGE2 == "coop":
-            prompts, tokenized = self.prompt_learner()
-            with self.autocast():
-                return self.normalize(self.text_encoder(prompts, tokenized).float())
-        return self._fixed_text
+        return self.head.class_weights()
 
     def logits(self, features, text_features):
-        if self.method_cfg.STAGE2 == "clip_adapter":
-            return self.adapter(features, text_features, self.logit_scale)
-        return self.logit_scale * self.normalize(features) @ text_features.t()
+        return self.head.logits(features, text_features)
 
     # ----- data: the released code's loaders keep the last partial batch (drop_last=False) ----------
     def build_data_loader(self):
@@ -239,6 +270,8 @@ class SHIP(ClipTrainer):
                    f"DATASET.SUBSAMPLE_CLASSES {self.cfg.DATASET.SUBSAMPLE_CLASSES} leaves no label-only classes")
             print(f"SHIP: {why}, so the generator is not trained and nothing is synthesized: stage 2 is plain "
                   f"{self.method_cfg.STAGE2} over the {len(self.stage2_classnames)} training classes")
+        if self.start_epoch == 0 and isinstance(self.head, CacheHead):
+            self.build_cache()
 
     def train_generator(self):
         node = self.method_cfg
@@ -265,12 +298,15 @@ class SHIP(ClipTrainer):
     def before_epoch(self):
         self.set_classnames(self.stage2_classnames)
 
+    def synthetic_features(self, labels):
+        """(n, D) unit-norm synthetic features of the classes `labels`, z ~ N(0, I)."""
+        with self.autocast():
+            return self.vae.synthesize(labels).float()
+
     def synthetic_batch(self, n):
         """n synthetic features (n, D) and their labels, drawn uniformly from the label-only classes."""
         labels = self.label_only[torch.randint(len(self.label_only), (n,), device=self.device)]
-        with self.autocast():
-            feats = self.vae.synthesize(labels)
-        return feats.float(), labels
+        return self.synthetic_features(labels), labels
 
     def forward_backward(self, batch):
         feats, label = self.parse_batch_train(batch)
@@ -282,13 +318,39 @@ class SHIP(ClipTrainer):
             label = torch.cat([label, syn_label])
         output = self.logits(feats, self.text_features())  # (n_real + n_syn, n_base + n_new)
         loss = F.cross_entropy(output, label)
-        self.model_backward_and_update(loss, self.stage2_name)
-        self.end_of_epoch_lr_step()
+        self.model_backward_and_update(loss, self.head.name)
+        if isinstance(self.head, CacheHead):
+            self.sched.step()  # Tip-Adapter-F's cosine steps per iteration
+        else:
+            self.end_of_epoch_lr_step()
         correct = (output.argmax(1) == label).float()
         summary = {"loss": loss.item(), "acc": correct[:n_real].mean().item() * 100}
         if len(label) > n_real:
             summary["acc_syn"] = correct[n_real:].mean().item() * 100
         return summary
+
+    # ----- checkpoints: a Tip-Adapter cache belongs to the label space it was built over ---------------
+    def checkpoint_meta(self):
+        meta = super().checkpoint_meta()
+        if isinstance(getattr(self, "head", None), CacheHead):
+            meta["cache_classnames"] = self.head.cache_classnames
+        return meta
+
+    def _load_usable(self, fpath, hint=""):
+        checkpoint = super()._load_usable(fpath, hint)
+        self._loading_meta = checkpoint.get("meta") or {}
+        return checkpoint
+
+    def load_state_into(self, name, state_dict, fpath):
+        """A test run (base, new or gzsl) rebuilds its cache head to the checkpoint's: its keys and the
+        class list its values' columns stand for (the training run's base + new classes)."""
+        classnames = self._loading_meta.get("cache_classnames")
+        if name == CacheHead.name and classnames and "adapter.weight" in state_dict:
+            n_keys = state_dict["adapter.weight"].shape[0]
+            if n_keys != self.head.module.adapter.weight.shape[0] or classnames != self.head.cache_classnames:
+                self.head = CacheHead(self, classnames, n_keys, self.head.zero_shot_scale)
+                self._models[name] = self.head.module
+        super().load_state_into(name, state_dict, fpath)
 
     # ----- evaluation: the stage-2 model over the test label space ----------------------------------
     def prepare_eval(self):

@@ -21,7 +21,8 @@ What differs from the released code, and why (docs/TipAdapter.md):
 import torch
 import torch.nn.functional as F
 
-from clipadapt.cache_model import RELEASED, TipCache, cache_keys, cache_values, search_alpha_beta
+from clipadapt.cache_model import (RELEASED, TipCache, cache_keys, cache_values, released_optimizer,
+                                   search_alpha_beta)
 from clipadapt.clip import IMAGENET_TEMPLATES_SELECT, template_for
 from clipadapt.engine import TRAINER_REGISTRY
 from clipadapt.trainer import ClipTrainer
@@ -114,12 +115,6 @@ class TipAdapter(ClipTrainer):
         return self.zero_shot_logits(features, weights) + self.cache(features, alpha, beta)
 
     # ----- the cache -------------------------------------------------------------------------------
-    def training_view(self, view):
-        """(N, D) raw features of the training images under augmented view `view`."""
-        if self.use_feature_cache:
-            return self.cached_features("train_x", view)
-        return self._encode_split("train_x", view).to(self.device)
-
     def build_cache(self):
         node = self.method_cfg
         print(f"Constructing the cache from {len(self.dataset.train_x)} training images averaged over "
@@ -172,14 +167,7 @@ class TipAdapterF(TipAdapter):
     LEARNABLE_KEYS = True
 
     def build_optimizer(self):
-        optim = self.cfg.OPTIM
-        if optim.NAME != "adamw":
-            raise ValueError(f"OPTIM.NAME {optim.NAME}: TipAdapterF trains with AdamW, as released")
-        self.optim = torch.optim.AdamW(self.cache.parameters(), lr=optim.LR, eps=optim.EPS,
-                                       weight_decay=optim.WEIGHT_DECAY, betas=(optim.ADAM_BETA1, optim.ADAM_BETA2))
-        # The released schedule: cosine over every iteration of every epoch, stepped per iteration.
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optim, T_max=self.cfg.OPTIM.MAX_EPOCH * len(self.train_loader_x))
+        self.optim, self.sched = released_optimizer(self.cache.parameters(), self.cfg.OPTIM, len(self.train_loader_x))
 
     def build_data_loader(self):
         super().build_data_loader()
