@@ -23,7 +23,10 @@ for TRAINER in $TRAINERS; do
     for SEED in $SEEDS; do
         echo "=== ${TRAINER}, seed ${SEED}: base-to-new on Shapes ==="
         bash scripts/common/base2new_train.sh "$TRAINER" shapes shapes "$SEED" | { grep -E "$SHOW" || true; }
-        bash scripts/common/base2new_test.sh "$TRAINER" shapes shapes "$SEED" | { grep -E "$SHOW" || true; }
+        # A trainer whose weights exist for its training classes only (LinearProbeCLIP, TipAdapter) says
+        # so in one error line and has no New column; the quick start goes on.
+        bash scripts/common/base2new_test.sh "$TRAINER" shapes shapes "$SEED" | { grep -E "$SHOW" || true; } \
+            || echo "(${TRAINER}: no new-class test)"
     done
 done
 echo "Finished in $(( $(date +%s) - START )) s. Logs under ${OUTPUT}/base2new."

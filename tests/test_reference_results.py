@@ -121,3 +121,19 @@ def test_ship_rows_print_beside_our_runs_in_each_protocol(tmp_path):
     gzsl_run.write_text("Finish training\n=> result\n* accuracy: 50.0%\n* acc_seen: 62.0%\n* acc_unseen: 40.0%\n")
     gzsl = ptr.build_gzsl_table(tmp_path, trainers=["SHIP"], reference=reference)
     assert column(gzsl, "SHIP (paper) U")["cub"] == "55.30" and column(gzsl, "SHIP (paper) S")["cub"] == "58.90"
+
+
+def test_tip_adapter_rows_are_the_released_log_and_print_beside_our_few_shot_runs(tmp_path):
+    """The exp.log rows average (11 datasets, RN50) to the published 70.32 (Tip-Adapter) and 75.83
+    (Tip-Adapter-F) at 16 shots; a TipAdapterF run's table shows them."""
+    reference = ptr.load_reference()
+    for label, published in (("Tip-Adapter", 70.32), ("Tip-Adapter-F", 75.83)):
+        rows = reference["fewshot"][label]["results"]
+        assert len(rows) == 11 and round(statistics.mean(r["16"] for r in rows.values()), 2) == published
+        assert all(r["1"] <= r["16"] for r in rows.values())
+    run = tmp_path / "fewshot" / "eurosat" / "TipAdapterF" / "rn50_16shots" / "seed1" / "log.txt"
+    run.parent.mkdir(parents=True)
+    run.write_text("Finish training\n=> result\n* accuracy: 80.0%\n")
+    table = ptr.build_fewshot_table(tmp_path, trainers=["TipAdapterF"], reference=reference)
+    paper = [h for h in table.headers if "(paper)" in h and h.endswith("16-shot")]
+    assert paper and column(table, paper[0])["eurosat"] == "84.54", table.headers

@@ -241,8 +241,8 @@ def test_a_trainers_own_modes_are_checked_before_the_run_folder(shapes_root, tmp
     args = coop_args(shapes_root, out, "TRAINER.SHIP.STAGE2", "cooop")
     args[args.index("--trainer") + 1] = "SHIP"
     args[args.index("--config-file") + 1] = "configs/trainers/SHIP/shapes.yaml"
-    assert fails(train_main, args) == ("error: TRAINER.SHIP.STAGE2 is 'cooop': it must be one of coop, clip_adapter "
-                                       "(did you mean 'coop'?).")
+    assert fails(train_main, args) == ("error: TRAINER.SHIP.STAGE2 is 'cooop': it must be one of coop, clip_adapter, "
+                                       "tip_adapter_f (did you mean 'coop'?).")
     assert not out.exists()
 
 
