@@ -16,7 +16,7 @@ import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
 from clipadapt import runs
 from clipadapt.clip import BackboneError, DeepPromptError
-from clipadapt.config import ConfigError, build_config, check_choices, check_names, check_values
+from clipadapt.config import ConfigError, build_config, check_choices, check_names, check_values, clamp_workers
 from clipadapt.engine import ENGINE, TRAINER_REGISTRY, build_trainer, collect_env_info, set_random_seed, setup_logger
 from clipadapt.data import DatasetError
 from clipadapt.deps import MissingDependency
@@ -71,6 +71,9 @@ def setup_cfg(args):
     check_names(cfg)
     check_choices(cfg)
     check_values(cfg, training=not args.eval_only and not args.no_train)
+    note = clamp_workers(cfg)  # the run's log then shows the clamped value in its config
+    if note:
+        print(note)
     cfg.freeze()
     return cfg
 
@@ -145,8 +148,9 @@ def record_result(cfg, started):
     runs.write_result(cfg.OUTPUT_DIR, cfg, log_path, time.time() - started, engine=ENGINE)
 
 
-def fail(message):
-    """Exit non-zero with a one-line error on stderr, also recorded in log.txt once the log is open."""
+def fail(message, code=None):
+    """Exit non-zero (`code`, else 1) with a one-line message on stderr, also recorded in log.txt once the
+    log is open."""
     log = getattr(sys.stdout, "file", None)
     if log is not None:
         try:
@@ -154,7 +158,10 @@ def fail(message):
             log.flush()
         except OSError:  # the log's own disk is full: stderr still gets the line
             pass
-    sys.exit(message)
+    if code is None:
+        sys.exit(message)
+    print(message, file=sys.stderr)
+    sys.exit(code)
 
 
 def print_args(args, cfg):
@@ -192,6 +199,8 @@ def main(args):
         if message is None:
             raise
         fail(f"error: {message}")
+    except KeyboardInterrupt:
+        fail("interrupted: rerun the same command (the checkpoints of finished epochs are kept)", code=130)
     finally:
         lock.release()
 
@@ -224,7 +233,12 @@ def run(args, cfg, started):
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
     elif not args.no_train:
-        trainer.train()
+        try:
+            trainer.train()
+        except KeyboardInterrupt:
+            epoch = getattr(trainer, "epoch", 0) + 1
+            fail(f"interrupted at epoch {epoch} of {trainer.max_epoch} ({time.strftime('%Y-%m-%d %H:%M:%S')}); "
+                 "the checkpoints written so far are kept: rerun the same command to resume", code=130)
     else:
         return
     if cfg.OUTPUT_DIR:

@@ -240,3 +240,22 @@ def check_values(cfg, training=True):
         if training and (leaf == "LR" or leaf.endswith("_LR")) and (value < 0 or (key == "OPTIM.LR" and value == 0)):
             raise ConfigError(f"{key} is {value}: a learning rate must be positive (a negative one climbs the loss, "
                               f"zero learns nothing). Set {key} to a positive number such as the config's default.")
+
+
+def available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def clamp_workers(cfg):
+    """DATALOADER.NUM_WORKERS at most the cores this process may use (more only makes torch warn and the
+    processes compete); the note to print once, or None. Workers change speed only, never results."""
+    cores = available_cores()
+    workers = cfg.DATALOADER.NUM_WORKERS
+    if workers <= cores:
+        return None
+    cfg.DATALOADER.NUM_WORKERS = cores
+    return (f"Note: DATALOADER.NUM_WORKERS {workers} is more than the {cores} CPU cores this process may use; "
+            f"using {cores} (set it to silence this note)")

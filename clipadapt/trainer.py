@@ -183,6 +183,9 @@ class ClipTrainer(*_BASES):
         """Load the frozen CLIP of MODEL.BACKBONE; sets clip_model, tokenizer, text_encoder, backbone."""
         print(f"Loading CLIP (backbone: {self.cfg.MODEL.BACKBONE.NAME})")
         self.clip_model, self.tokenizer, self.backbone = load_clip_from_cfg(self.cfg, device=self.device, prec=self.prec)
+        weights = self.backbone.weights
+        print(f"Loaded CLIP {self.backbone.arch} with "
+              + ("random weights (MODEL.BACKBONE.PRETRAINED False)" if weights is None else f"weights {weights}"))
         check_input_config(self.cfg.INPUT, self.backbone, input_size(self.clip_model))
         self.text_encoder = TextEncoder(self.clip_model, cut=self.cfg.MODEL.CUT_TEXT_TOKENS)
         self._image_encoder = self.clip_model.encode_image

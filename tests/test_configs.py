@@ -83,3 +83,21 @@ def test_cfg_query_without_the_repository_trainers_says_how_to_run_it(tmp_path):
                          "configs/trainers/CoOp/rn50.yaml", "OPTIM.MAX_EPOCH"], cwd=REPO, env=env,
                         capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.strip() == "200", ok.stderr
+
+
+def test_more_loader_workers_than_cores_are_clamped_with_one_note(monkeypatch):
+    import datasets  # noqa: F401
+    import trainers  # noqa: F401
+    from clipadapt import config
+    cfg = config.build_config("CoOp", os.path.join(REPO, "configs", "datasets", "shapes.yaml"),
+                              os.path.join(REPO, "configs", "trainers", "CoOp", "vit_b16.yaml"))
+    assert cfg.DATALOADER.NUM_WORKERS == 8
+    monkeypatch.setattr(config, "available_cores", lambda: 2)
+    note = config.clamp_workers(cfg)
+    assert cfg.DATALOADER.NUM_WORKERS == 2 and note == (
+        "Note: DATALOADER.NUM_WORKERS 8 is more than the 2 CPU cores this process may use; using 2 (set it to "
+        "silence this note)")
+    assert config.clamp_workers(cfg) is None and cfg.DATALOADER.NUM_WORKERS == 2
+    monkeypatch.setattr(config, "available_cores", lambda: 16)
+    cfg.DATALOADER.NUM_WORKERS = 4
+    assert config.clamp_workers(cfg) is None and cfg.DATALOADER.NUM_WORKERS == 4

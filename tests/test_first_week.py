@@ -1,0 +1,30 @@
+"""What a CoOp user's first week hits (issue 25): Ctrl-C, the weights named in the log."""
+import pytest
+
+from helpers import coop_args
+
+
+def test_ctrl_c_is_one_line_in_the_log_and_the_same_command_resumes(shapes_root, tmp_path, train_main, monkeypatch):
+    import trainers.coop
+    run = tmp_path / "run"
+    args = coop_args(shapes_root, run, "OPTIM.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_FREQ", "1")
+    real_epoch = trainers.coop.CoOp.run_epoch
+
+    def interrupted_in_epoch_two(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(self)
+    monkeypatch.setattr(trainers.coop.CoOp, "run_epoch", interrupted_in_epoch_two)
+    with pytest.raises(SystemExit) as exc:
+        train_main(args)
+    assert exc.value.code == 130
+    log = (run / "log.txt").read_text()
+    last = log.rstrip().splitlines()[-1]
+    assert last.startswith("interrupted at epoch 2 of 3 (") and last.endswith(
+        "the checkpoints written so far are kept: rerun the same command to resume")
+    assert "Traceback" not in log and "Loaded CLIP tiny-vit with random weights" in log
+    assert (run / "prompt_learner" / "model.pth.tar-1").exists() and not (run / "result.json").exists()
+    monkeypatch.setattr(trainers.coop.CoOp, "run_epoch", real_epoch)
+    train_main(args)
+    log = (run / "log.txt").read_text()
+    assert "=== Resuming the training run" in log and (run / "result.json").exists()
