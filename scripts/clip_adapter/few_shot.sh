@@ -4,6 +4,6 @@
 # 8/16, 50 on ImageNet. CFG=vit_b16 or rn50_learned_ratio for another config; RECIPE=fixed runs CFG as it is.
 source "$(dirname "$0")/../common/help.sh" 1 "$@"
 DATASET=$1; shift
-for SHOTS in 1 2 4 8 16; do for SEED in 1 2 3; do
+for SHOTS in ${SHOTS_LIST:-1 2 4 8 16}; do for SEED in ${SEEDS:-1 2 3}; do
     bash "$(dirname "$0")/../common/few_shot.sh" CLIPAdapter "${CFG:-}" "$DATASET" "$SHOTS" "$SEED" "$@"
 done; done

@@ -3,6 +3,6 @@
 # CoOp's lpclip backbone). C is chosen on the few-shot validation split (min(shots, 4) per class).
 source "$(dirname "$0")/../common/help.sh" 1 "$@"
 DATASET=$1; shift
-for SHOTS in 1 2 4 8 16; do for SEED in 1 2 3; do
+for SHOTS in ${SHOTS_LIST:-1 2 4 8 16}; do for SEED in ${SEEDS:-1 2 3}; do
     bash "$(dirname "$0")/../common/few_shot.sh" LinearProbeCLIP "${CFG:-}" "$DATASET" "$SHOTS" "$SEED" "$@"
 done; done

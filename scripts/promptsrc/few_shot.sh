@@ -8,6 +8,6 @@ case "$DATASET" in
     stanford_cars|oxford_flowers|fgvc_aircraft|dtd|eurosat) GPA=(TRAINER.PROMPTSRC.GPA_MEAN 45.0 TRAINER.PROMPTSRC.GPA_STD 5.0) ;;
     *) GPA=() ;;
 esac
-for SHOTS in 1 2 4 8 16; do for SEED in 1 2 3; do
+for SHOTS in ${SHOTS_LIST:-1 2 4 8 16}; do for SEED in ${SEEDS:-1 2 3}; do
     RECIPE=fixed bash "$(dirname "$0")/../common/few_shot.sh" PromptSRC "${CFG:-}" "$DATASET" "$SHOTS" "$SEED" "${GPA[@]}" "$@"
 done; done
