@@ -332,12 +332,16 @@ def load_reference(path=REFERENCE_FILE) -> dict:
         return json.load(f)
 
 
-def select_references(reference: Optional[dict], protocol: str, trainers=None) -> Dict[str, dict]:
-    """``{'CoOp (paper)': entry}`` for the published methods of ``protocol`` (filtered by trainer). A trainer
-    with several published rows (IVLP's variants, the SHIP combinations) labels each by its name in the
-    reference file, so none hides another."""
+def select_references(reference: Optional[dict], protocol: str, trainers=None, datasets=()) -> Dict[str, dict]:
+    """``{'CoOp (paper)': entry}`` for the published methods of ``protocol`` (filtered by trainer, and, when
+    the table has `datasets`, to the rows published for at least one of them, or for the average only:
+    SHIP's joint-label-space rows of CoOp's datasets do not stand as empty columns beside a CUB table). A trainer with several published
+    rows (IVLP's variants, the SHIP combinations) labels each by its name in the reference file, so none
+    hides another."""
     entries = {name: e for name, e in (reference or {}).get(protocol, {}).items()
-               if not trainers or e["trainer"] in trainers}
+               if (not trainers or e["trainer"] in trainers)
+               and (not datasets or set(e["results"]) <= {"average"}
+                    or any(d.lower() in e["results"] for d in datasets))}
     rows_of = Counter(e["trainer"] for e in entries.values())
     return {f"{e['trainer'] if rows_of[e['trainer']] == 1 else name} (paper)": e for name, e in entries.items()}
 
@@ -431,7 +435,7 @@ def build_base2new_table(root="output", trainers=None, reference=None, keyword="
             pairs[key] = (seed_mean(base, keyword), seed_mean(new, keyword))
     methods = order_methods(read_methods(trained, tested_base, tested_new), trainers)
     datasets = sorted({d for d, _ in keys})
-    references = select_references(reference, "base2new", trainers)
+    references = select_references(reference, "base2new", trainers, datasets)
     return build_pair_table("base2new", pairs, methods, datasets, ("Base", "New", "HM"),
                             ("base", "new", "hm"), references, trainers)
 
@@ -441,7 +445,7 @@ def build_gzsl_table(root="output", trainers=None, reference=None) -> Table:
     pairs = {key: (seed_mean(r, "acc_seen"), seed_mean(r, "acc_unseen")) for key, r in runs.items()}
     methods = order_methods(read_methods(runs), trainers)
     datasets = sorted({d for d, _ in runs})
-    references = select_references(reference, "gzsl", trainers)
+    references = select_references(reference, "gzsl", trainers, datasets)
     return build_pair_table("gzsl", pairs, methods, datasets, ("S", "U", "H"), ("s", "u", "h"), references, trainers)
 
 
@@ -459,7 +463,7 @@ def build_transfer_table(protocol, root="output", trainers=None, reference=None,
             warn(f"xd: ignoring evaluations outside the protocol's targets: {', '.join(others)}")
     runs = {**source, **{k: v for k, v in targets.items() if k[0] in known}}
     methods = order_methods(read_methods(runs), trainers)
-    references = select_references(reference, protocol, trainers)
+    references = select_references(reference, protocol, trainers, (SOURCE_DATASET, *known))
     headers = ["Method", f"{SOURCE_DATASET} (source)", *known, average_label(protocol, list(known)), "seeds"]
     rows = []
     for label, item in interleave(methods, method_labels(methods), references, trainers):
@@ -484,7 +488,7 @@ def build_fewshot_table(root="output", trainers=None, reference=None, keyword="a
     methods = order_methods({m._replace(shots=0) for m in read_methods(runs)}, trainers)
     labels = method_labels(methods)
     datasets = sorted({d for d, _ in runs})
-    references = select_references(reference, "fewshot", trainers)
+    references = select_references(reference, "fewshot", trainers, datasets)
     columns = interleave(methods, labels, references, trainers)
     headers = ["Dataset"] + [f"{label} {s}-shot" for label, _ in columns for s in shots] + ["seeds"]
     rows, lines = [], {label: {} for label, _ in columns}

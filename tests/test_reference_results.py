@@ -137,3 +137,30 @@ def test_tip_adapter_rows_are_the_released_log_and_print_beside_our_few_shot_run
     table = ptr.build_fewshot_table(tmp_path, trainers=["TipAdapterF"], reference=reference)
     paper = [h for h in table.headers if "(paper)" in h and h.endswith("16-shot")]
     assert paper and column(table, paper[0])["eurosat"] == "84.54", table.headers
+
+
+def test_ship_table_9_joint_rows_hold_their_arithmetic_and_print_beside_a_gzsl_run(tmp_path):
+    """Table 9 (base-to-new over the joint label space): every H is the HM of its S and U to rounding,
+    each average is the mean of the 11 datasets; a gzsl run on a CoOp dataset shows the rows."""
+    reference = ptr.load_reference()
+    joint = {label: entry for label, entry in reference["gzsl"].items() if label.endswith("joint (T9)")}
+    assert len(joint) == 6
+    for label, entry in joint.items():
+        rows = {d: r for d, r in entry["results"].items() if d != "average"}
+        assert len(rows) == 11
+        for dataset, r in entry["results"].items():
+            assert abs(hm(r["s"], r["u"]) - r["h"]) < 0.011, (label, dataset)
+        for key in ("s", "u"):
+            assert abs(statistics.mean(r[key] for r in rows.values()) - entry["results"]["average"][key]) < 0.011
+    run = tmp_path / "gzsl" / "eurosat" / "shots_16" / "SHIP" / "vit_b16" / "seed1" / "log.txt"
+    run.parent.mkdir(parents=True)
+    run.write_text("Finish training\n=> result\n* accuracy: 50.0%\n* acc_seen: 62.0%\n* acc_unseen: 40.0%\n")
+    table = ptr.build_gzsl_table(tmp_path, trainers=["SHIP"], reference=reference)
+    header = next(h for h in table.headers if h.startswith("CoOp + SHIP, joint (T9)") and h.endswith(" U"))
+    assert column(table, header)["eurosat"] == "16.74"
+    cub = tmp_path / "gzsl" / "cub" / "shots_16" / "SHIP" / "vit_b16" / "seed1" / "log.txt"
+    cub.parent.mkdir(parents=True)
+    cub.write_text(run.read_text())
+    (run.parent / "log.txt").unlink()  # only the CUB run: Table 9 has no CUB column, so no T9 column
+    table = ptr.build_gzsl_table(tmp_path, trainers=["SHIP"], reference=reference)
+    assert not [h for h in table.headers if "(T9)" in h] and "CoOp + SHIP (paper) U" in table.headers
