@@ -339,11 +339,10 @@ def select_references(reference: Optional[dict], protocol: str, trainers=None, d
     rows (IVLP's variants, the SHIP combinations) labels each by its name in the reference file, so none
     hides another."""
     entries = {name: e for name, e in (reference or {}).get(protocol, {}).items()
-               if (not trainers or e["trainer"] in trainers)
-               and (not datasets or set(e["results"]) <= {"average"}
-                    or any(d.lower() in e["results"] for d in datasets))}
-    rows_of = Counter(e["trainer"] for e in entries.values())
-    return {f"{e['trainer'] if rows_of[e['trainer']] == 1 else name} (paper)": e for name, e in entries.items()}
+               if not trainers or e["trainer"] in trainers}
+    rows_of = Counter(e["trainer"] for e in entries.values())  # before the dataset filter: labels stay stable
+    return {f"{e['trainer'] if rows_of[e['trainer']] == 1 else name} (paper)": e for name, e in entries.items()
+            if not datasets or set(e["results"]) <= {"average"} or any(d.lower() in e["results"] for d in datasets)}
 
 
 def interleave(methods: List[Method], labels: Dict[Method, str], references: Dict[str, dict], trainers=None) -> list:
