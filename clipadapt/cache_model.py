@@ -30,6 +30,11 @@ RELEASED = {
 }
 
 
+def released_value(dataset_name, key, default=None):
+    """The released config's `key` for a dataset (DATASET.NAME), or `default` where it has none."""
+    return RELEASED.get(dataset_name, {}).get(key, default)
+
+
 def cache_keys(views):
     """(N, D) unit-norm keys from a list of (N, D) raw feature tensors, one per augmented view: the
     views are averaged before normalising, as the released `build_cache_model` does."""

@@ -138,8 +138,9 @@ def test_released_hparams_fill_unset_keys_and_an_unknown_dataset_must_set_them(s
     import trainers  # noqa: F401
     cfg = build_config("TipAdapterF", "configs/datasets/eurosat.yaml", "configs/trainers/TipAdapterF/rn50.yaml")
     assert cfg.DATASET.NAME == "EuroSAT"
-    type_ = __import__("trainers.tip_adapter", fromlist=["x"])
-    assert type_.released_value(cfg, "init_alpha") == 2.0 and type_.released_value(cfg, "search_scale") == (12, 10)
-    type_.TipAdapterF.check_cfg(cfg)
+    from trainers.tip_adapter import TipAdapterF
+    assert cache_model.released_value(cfg.DATASET.NAME, "init_alpha") == 2.0
+    assert cache_model.released_value(cfg.DATASET.NAME, "search_scale") == (12, 10)
+    TipAdapterF.check_cfg(cfg)
     with pytest.raises(ValueError, match="INIT_ALPHA is unset and the released code has no config for Shapes"):
         build_trainer("TipAdapter", shapes_root, tmp_path / "x", ["TRAINER.TIP_ADAPTER.INIT_ALPHA", "0.0"])

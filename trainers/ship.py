@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipadapt.cache_model import RELEASED, cache_keys, cache_values, released_optimizer
+from clipadapt.cache_model import cache_keys, cache_values, released_optimizer, released_value
 from clipadapt.clip import PromptLearner
 from clipadapt.config import choice_error
 from clipadapt.heads import AdapterHead, CacheHead, PromptHead
@@ -221,7 +221,7 @@ class SHIP(ClipTrainer):
     @property
     def tip_hparams(self):
         node = self.method_cfg
-        alpha = node.TIP_INIT_ALPHA or RELEASED.get(self.cfg.DATASET.NAME, {}).get("init_alpha", 1.0)
+        alpha = node.TIP_INIT_ALPHA or released_value(self.cfg.DATASET.NAME, "init_alpha", 1.0)
         return alpha, node.TIP_INIT_BETA
 
     def build_cache(self):

@@ -21,16 +21,11 @@ What differs from the released code, and why (docs/TipAdapter.md):
 import torch
 import torch.nn.functional as F
 
-from clipadapt.cache_model import (RELEASED, TipCache, cache_keys, cache_values, released_optimizer,
+from clipadapt.cache_model import (TipCache, cache_keys, cache_values, released_optimizer, released_value,
                                    search_alpha_beta)
 from clipadapt.clip import IMAGENET_TEMPLATES_SELECT, template_for
 from clipadapt.engine import TRAINER_REGISTRY
 from clipadapt.trainer import ClipTrainer
-
-
-def released_value(cfg, key):
-    """The released config's `key` for DATASET.NAME, or None for a dataset it has no config for."""
-    return RELEASED.get(cfg.DATASET.NAME, {}).get(key)
 
 
 @TRAINER_REGISTRY.register()
@@ -68,7 +63,7 @@ class TipAdapter(ClipTrainer):
             raise ValueError(f"TRAINER.TIP_ADAPTER.SEARCH_SCALE = {list(node.SEARCH_SCALE)} must be [beta max, "
                              "alpha max], or [] for the released config's values")
         for key, released in (("INIT_ALPHA", "init_alpha"), ("SEARCH_SCALE", "search_scale")):
-            if not node[key] and released_value(cfg, released) is None and (key == "INIT_ALPHA" or node.SEARCH_HP):
+            if not node[key] and released_value(cfg.DATASET.NAME, released) is None and (key == "INIT_ALPHA" or node.SEARCH_HP):
                 raise ValueError(f"TRAINER.TIP_ADAPTER.{key} is unset and the released code has no config for "
                                  f"{cfg.DATASET.NAME}: set it (the released values per dataset are in "
                                  "clipadapt/cache_model.py)")
@@ -78,11 +73,11 @@ class TipAdapter(ClipTrainer):
 
     @property
     def init_alpha(self):
-        return self.method_cfg.INIT_ALPHA or released_value(self.cfg, "init_alpha")
+        return self.method_cfg.INIT_ALPHA or released_value(self.cfg.DATASET.NAME, "init_alpha")
 
     @property
     def search_scale(self):
-        return tuple(self.method_cfg.SEARCH_SCALE) or released_value(self.cfg, "search_scale")
+        return tuple(self.method_cfg.SEARCH_SCALE) or released_value(self.cfg.DATASET.NAME, "search_scale")
 
     @property
     def zero_shot_scale(self):
