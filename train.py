@@ -25,6 +25,7 @@ from clipadapt.checkpoints import (CheckpointError, load_training_checkpoint, mo
                                    resume_hint, resume_pointers)
 from clipadapt.locks import RunLock, RunLockedError
 from clipadapt.run_folder import remove_temp_files, write_error_message
+from clipadapt.weights_identity import backbone_name
 
 
 def parse_args(argv=None):
@@ -81,7 +82,7 @@ def setup_cfg(args):
 def check_checkpoint_file(fpath, cfg, hint=""):
     """Load a checkpoint safely (weights_only) and check it was saved by this trainer and backbone."""
     try:
-        return load_training_checkpoint(fpath, {"trainer": cfg.TRAINER.NAME, "backbone": cfg.MODEL.BACKBONE.NAME},
+        return load_training_checkpoint(fpath, {"trainer": cfg.TRAINER.NAME, "backbone": backbone_name(cfg)},
                                         hint, verbose=False)  # the trainer's load says what it skipped
     except CheckpointError as exc:
         raise ConfigError(str(exc)) from None

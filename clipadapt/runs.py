@@ -31,6 +31,7 @@ import time
 from .atomic import atomic_write_text
 from .dassl_log import LOG_NAME, final_metrics, has_final_result
 from .protocols import KIND_PROTOCOL, LAYOUTS, RELEASED_EPOCH_CONFIGS, ProtocolError, default_config, recipe_config
+from .weights_identity import canonical_backbone
 
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
@@ -85,9 +86,19 @@ def flatten(cfg, prefix=""):
     return flat
 
 
+BACKBONE_KEYS = ("MODEL.BACKBONE.NAME", "MODEL.BACKBONE.PRETRAINED_TAG")
+
+
 def identity_config(cfg):
-    """The flat config without NON_IDENTITY_KEYS (`cfg` a config, a nested dict or a flat dict)."""
-    return {k: v for k, v in flatten(cfg).items() if k not in NON_IDENTITY_KEYS}
+    """The flat config without NON_IDENTITY_KEYS (`cfg` a config, a nested dict or a flat dict), a
+    weights file named by what it holds, not where it is (weights_identity.canonical_backbone)."""
+    flat = {k: v for k, v in flatten(cfg).items() if k not in NON_IDENTITY_KEYS}
+    if BACKBONE_KEYS[0] in flat:
+        name, tag = canonical_backbone(flat[BACKBONE_KEYS[0]], flat.get(BACKBONE_KEYS[1], ""))
+        flat[BACKBONE_KEYS[0]] = name
+        if BACKBONE_KEYS[1] in flat:
+            flat[BACKBONE_KEYS[1]] = tag
+    return flat
 
 
 def config_digest(cfg):

@@ -25,6 +25,7 @@ from .engine import CheckpointMixin, TrainerX, build_data_loader, build_transfor
 from .evaluation import GZSLClassification
 from .features import FeatureCache, encode_images, feature_key, image_list_digest
 from .loading import IndexDataset
+from .weights_identity import backbone_name
 
 
 # Our checkpoint logic on top of either engine (the built-in TrainerX already has it).
@@ -407,7 +408,7 @@ class ClipTrainer(*_BASES):
     def checkpoint_meta(self):
         import open_clip
         meta = super().checkpoint_meta()
-        meta["backbone"] = self.cfg.MODEL.BACKBONE.NAME
+        meta["backbone"] = backbone_name(self.cfg)
         # Which weights, not only which name. Random weights (PRETRAINED False, for tests) are left out:
         # they differ with the RNG state at build time, and no result of them means anything anyway.
         if getattr(self, "clip_model", None) is not None and self.backbone.weights is not None:

@@ -28,17 +28,12 @@ import open_clip
 import open_clip.pretrained
 import torch
 
-from ..backbones import BUILTIN_BACKBONES, builtin_for_arch
+from ..backbones import BUILTIN_BACKBONES, COOP_NAMES, builtin_for_arch
+from ..weights_identity import file_digest, tensor_digest
 from .weights import BackboneError, matches_config, openai_architecture, read_weights
 
 MODEL_CONFIG_DIR = osp.join(osp.dirname(__file__), "model_configs")
 
-# CoOp/OpenAI CLIP names -> open_clip configs of OpenAI's architecture (all with the "openai" weights).
-COOP_NAMES = {
-    "RN50": "RN50-quickgelu", "RN101": "RN101-quickgelu", "RN50x4": "RN50x4-quickgelu",
-    "RN50x16": "RN50x16-quickgelu", "RN50x64": "RN50x64-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
-    "ViT-B/16": "ViT-B-16-quickgelu", "ViT-L/14": "ViT-L-14-quickgelu", "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
-}
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".pth.tar", ".bin", ".safetensors", ".ckpt", ".npz")
 
@@ -57,7 +52,9 @@ def register_model_configs():
 class BackboneSpec:
     arch: str            # open_clip architecture name
     weights: object      # None (random), an open_clip tag, or a file path
-    identity: str        # what names these weights: goes into checkpoints and cache keys
+    # What names these weights in feature-cache keys: "<arch>:weights-<tensor digest>" once the
+    # weights are read (the tag's name, or the file's path, until then).
+    identity: str
     name: str = ""       # MODEL.BACKBONE.NAME as given
     preprocess: dict = None  # mean, std, interpolation, resize_mode the weights expect (None: random weights)
 
@@ -83,7 +80,7 @@ def resolve_backbone(name, pretrained=True, pretrained_tag=""):
         raise BackboneError("MODEL.BACKBONE.NAME is empty: set it in the trainer config or with --backbone "
                             '(e.g. "ViT-B/16", "RN50", "shapes-clip").')
     if osp.isfile(name):
-        return BackboneSpec(arch=None, weights=osp.abspath(name), identity=f"file:{_file_identity(name)}", name=name)
+        return BackboneSpec(arch=None, weights=osp.abspath(name), identity=f"file:{osp.abspath(name)}", name=name)
     if name in COOP_NAMES:
         arch, default_tag = COOP_NAMES[name], "openai"
     elif name in BUILTIN_BACKBONES:
@@ -108,11 +105,11 @@ def resolve_backbone(name, pretrained=True, pretrained_tag=""):
     tag_path = osp.expanduser(tag)
     if osp.isfile(tag_path):
         preprocess = _tag_preprocess(arch, "openai") if name in COOP_NAMES else None  # else: read from the file
-        return BackboneSpec(arch, osp.abspath(tag_path), f"{arch}:file:{_file_identity(tag_path)}", name, preprocess)
+        return BackboneSpec(arch, osp.abspath(tag_path), f"{arch}:file:{osp.abspath(tag_path)}", name, preprocess)
     builtin = BUILTIN_BACKBONES.get(name) or builtin_for_arch(arch)
     if tag == "builtin" and builtin is not None:
         path = builtin.checkpoint()
-        return BackboneSpec(arch, path, f"{arch}:file:{_file_identity(path)}", name)
+        return BackboneSpec(arch, path, f"{arch}:file:{path}", name)
     if not open_clip.get_pretrained_cfg(arch, tag):
         if _looks_like_path(tag):
             default_cfg = open_clip.get_pretrained_cfg(arch, default_tag) if default_tag else {}
@@ -145,11 +142,6 @@ def _file_preprocess(meta):
     out = {k: defaults[k] for k in ("mean", "std", "interpolation", "resize_mode")}
     out.update({k: meta[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in meta})
     return out
-
-
-def _file_identity(path):
-    stat = os.stat(path)
-    return f"{osp.basename(path)}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
 @contextlib.contextmanager
@@ -240,15 +232,16 @@ def _coop_name_of(state):
 
 
 def _create(spec, dtype=torch.float32):
-    """(model, arch, preprocess) for a spec; fills in what a weights file says about itself."""
+    """(model, arch, preprocess, identity) for a spec; fills in what a weights file says about itself."""
     if spec.weights is None:
-        return _new_model(spec.arch, dtype), spec.arch, None
+        return _new_model(spec.arch, dtype), spec.arch, None, spec.identity
     path = spec.weights if osp.isfile(str(spec.weights)) else _download(spec)
     if path.endswith((".npz", ".npy")):  # big_vision (SigLIP) weights: open_clip's own converter reads them
         model = _new_model(spec.arch, dtype)
         open_clip.load_checkpoint(model, path)
-        return model, spec.arch, spec.preprocess or _file_preprocess({})
+        return model, spec.arch, spec.preprocess or _file_preprocess({}), f"{spec.arch}:file-{file_digest(path)[:16]}"
     state, file_arch, meta = read_weights(path)
+    weights_id = f"weights-{tensor_digest(path, state)[:16]}"  # before loading: the file's tensors as written
     arch, name = spec.arch or file_arch, spec.name
     if arch is None:
         name = _coop_name_of(state)
@@ -270,7 +263,7 @@ def _create(spec, dtype=torch.float32):
         preprocess = _tag_preprocess(arch, "openai")
     else:
         preprocess = _file_preprocess(meta)
-    return model, arch, preprocess
+    return model, arch, preprocess, f"{arch}:{weights_id}"
 
 
 # PREC fp16 and amp run in fp32 on a CPU: half kernels there are slow, and CoOp's fp16 means a GPU.
@@ -318,7 +311,7 @@ def build_clip(name, pretrained=True, pretrained_tag="", dtype=torch.float32):
     if dtype not in OPEN_CLIP_PRECISION:
         raise BackboneError(f"CLIP weights dtype {dtype} is not one of {list(OPEN_CLIP_PRECISION)}")
     spec = resolve_backbone(name, pretrained, pretrained_tag)
-    model, spec.arch, spec.preprocess = _create(spec, dtype)
+    model, spec.arch, spec.preprocess, spec.identity = _create(spec, dtype)
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
