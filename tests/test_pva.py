@@ -331,12 +331,12 @@ def test_ablation_script_runs_each_switch_into_its_own_tree(shapes_root, tmp_pat
     from helpers import REPO
     out = tmp_path / "output"
     env = dict(os.environ, DATA=str(shapes_root), OUTPUT=str(out), CFG="shapes",
-               VARIANTS="full no_variational mc8")
+               VARIANTS="no_variational mc8")
     proc = subprocess.run(["bash", "scripts/pva/ablation.sh", "shapes", "1", *TINY_OPTS, "OPTIM.MAX_EPOCH", "1"],
                           cwd=REPO, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     defaults = {"VARIATIONAL": "True", "RESIDUAL_SCOPE": "novel", "MC_SAMPLES": "0"}
-    switch = {"full": {}, "no_variational": {"VARIATIONAL": "False"}, "mc8": {"MC_SAMPLES": "8"}}
+    switch = {"no_variational": {"VARIATIONAL": "False"}, "mc8": {"MC_SAMPLES": "8"}}
     def run_log(tree):
         """The one run's log.txt in a protocol tree; the config folder carries the options' tag
         (shapes_<tag>: the run registry names runs after the overrides that differ from the yaml)."""
@@ -360,7 +360,7 @@ def test_ablation_script_runs_each_switch_into_its_own_tree(shapes_root, tmp_pat
     base_acc = float(re.findall(r"\* accuracy: ([\d.]+)%",
                                 run_log(out / "pva_ablation" / "mc8" / "base2new" / "train_base").read_text())[-1])
     assert rows["mc8"][1] == "1" and float(rows["mc8"][2]) == base_acc  # one seed: its own accuracy
-    assert "kl " in rows["full"][-1] and "kl " not in rows["no_variational"][-1]  # the loss terms logged
+    assert "kl " in rows["mc8"][-1] and "kl " not in rows["no_variational"][-1]  # the loss terms logged
     bad = subprocess.run(["bash", "scripts/pva/ablation.sh", "shapes", "1"], cwd=REPO, capture_output=True,
                          text=True, env=dict(env, VARIANTS="full no_such"))
     assert bad.returncode == 2 and "unknown variant 'no_such'" in bad.stderr

@@ -164,3 +164,38 @@ def test_ship_table_9_joint_rows_hold_their_arithmetic_and_print_beside_a_gzsl_r
     cub.write_text(run.read_text())  # only a CUB run: Table 9 has no CUB column, so no T9 column
     table = ptr.build_gzsl_table(tmp_path / "cub_only", trainers=["SHIP"], reference=reference)
     assert not [h for h in table.headers if "(T9)" in h] and "CoOp + SHIP (paper) U" in table.headers
+
+
+def test_ship_ablation_rows_as_read_and_the_switches_that_give_them():
+    """Tables 4-6: the default row is Table 1's CoOp + SHIP average in all three tables, CoOp alone is
+    Table 1's CoOp average, each switch names keys our SHIP trainer has, and the printed H is never
+    above the HM of its Base and New (equal only for the two rows copied from Table 1)."""
+    import importlib.util
+
+    from helpers import REPO
+    reference = json.loads(ptr.REFERENCE_FILE.read_text())
+    rows, b2n = reference["ablation"], reference["base2new"]
+    assert len(rows) == 13 and {label[:2] for label in rows} == {"T4", "T5", "T6"}
+    def values(entry):
+        return {k: entry["results"]["average"][k] for k in ("base", "new", "hm")}
+    ship, coop = values(b2n["CoOp + SHIP"]), values(b2n["CoOp"])
+    defaults = [e for e in rows.values() if e.get("switch") == {}]
+    assert len(defaults) == 3 and all(values(e) == ship for e in defaults)
+    assert values(rows["T4: CoOp alone"]) == coop and rows["T4: CoOp alone"]["trainer"] == "CoOp"
+    for label, entry in rows.items():
+        v = values(entry)
+        assert v["hm"] <= hm(v["base"], v["new"]) + 0.006, label
+        assert (abs(v["hm"] - hm(v["base"], v["new"])) < 0.006) == (v in (ship, coop)), label
+    spec = importlib.util.spec_from_file_location("summary", f"{REPO}/scripts/ship/summarize_ablation.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    import trainers  # noqa: F401
+    from clipadapt.engine import TRAINER_REGISTRY
+    from yacs.config import CfgNode
+    node = CfgNode()
+    TRAINER_REGISTRY.get("SHIP").config_defaults(node)
+    switched = [e for e in rows.values() if "switch" in e]
+    assert len(switched) == 10  # all but the two GAN rows and CoOp alone
+    for entry in switched:
+        assert all(k.startswith("TRAINER.SHIP.") and k.split(".")[-1] in node for k in entry["switch"])
+        assert entry["switch"] in summary.VARIANTS.values()  # each has its variant in scripts/ship/ablation.sh

@@ -1,6 +1,7 @@
 """SHIP: the VAE's loss and prompt, the synthetic features, the CoOp equivalence with the generator
 off, the protocol's label spaces and checkpoints, and that training never reads test data."""
 import math
+import os
 import os.path as osp
 
 import pytest
@@ -93,6 +94,71 @@ def test_generator_bias_reaches_every_context_token(tiny_clip):
     assert sorted(vae.state_dict()) == sorted(["prompt_learner.ctx"] + [f"{m}.{k}" for m, mod in
                                                (("encoder", vae.encoder), ("generator", vae.generator))
                                                for k in mod.state_dict()])
+
+
+def test_sequential_bias_adds_one_vector_per_context_token(tiny_clip):
+    """Table 5's [r1, ..., rL]: the generator's output, read as (L, width), shifts token i by r_i."""
+    from trainers.ship import PromptVAE
+    text_encoder, tokenizer = tiny_clip
+    vae = PromptVAE(text_encoder, tokenizer, ["red circle", "blue star"], feat_dim=32, n_ctx=3, enc_hidden=16,
+                    gen_hidden=16, latent=8, bias="sequential")
+    seen = []
+    object.__setattr__(vae, "text_encoder", lambda p, t: seen.append(p) or text_encoder(p, t))
+    z, classes = torch.randn(4, 8), torch.tensor([0, 1, 1, 0])
+    vae.decode(z, classes)
+    width = vae.prompt_learner.ctx.shape[-1]
+    flat = vae.generator.net(z)  # (4, 3 * width): r1 | r2 | r3
+    assert flat.shape == (4, 3 * width)
+    for token in range(3):
+        r = flat[:, token * width:(token + 1) * width]
+        assert torch.allclose(seen[0][:, 1 + token], vae.prompt_learner.ctx[token] + r, atol=1e-6)
+
+
+def test_without_global_prompts_the_context_is_the_bias_alone_and_stays_unlearned(tiny_clip):
+    from trainers.ship import PromptVAE
+    text_encoder, tokenizer = tiny_clip
+    vae = PromptVAE(text_encoder, tokenizer, ["red circle", "blue star"], feat_dim=32, n_ctx=4, enc_hidden=16,
+                    gen_hidden=16, latent=8, global_prompt=False)
+    seen = []
+    object.__setattr__(vae, "text_encoder", lambda p, t: seen.append(p) or text_encoder(p, t))
+    z = torch.randn(3, 8)
+    vae.decode(z, torch.tensor([0, 1, 0])).sum().backward()
+    bias = vae.generator(z)
+    for token in range(1, 5):
+        assert torch.allclose(seen[0][:, token], bias, atol=1e-6)  # 0 + r
+    assert vae.prompt_learner.ctx.grad is None and not vae.prompt_learner.ctx.requires_grad
+    assert vae.generator.net[-1].weight.grad.abs().sum() > 0
+
+
+def test_mlp_generator_is_three_layers_from_z_and_the_class_text_feature(tiny_clip):
+    """Table 4's generator from scratch, against the hand computation with its own weights."""
+    from trainers.ship import PromptVAE
+    text_encoder, tokenizer = tiny_clip
+    class_features = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    vae = PromptVAE(text_encoder, tokenizer, ["a", "b", "c"], feat_dim=32, enc_hidden=16, gen_hidden=24, latent=8,
+                    generator="mlp", class_features=class_features)
+    assert not hasattr(vae, "prompt_learner") and "class_features" not in vae.state_dict()
+    linears = [m for m in vae.generator.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8 + 32, 24), (24, 24), (24, 32)]
+    z, classes = torch.randn(5, 8), torch.tensor([2, 0, 1, 1, 2])
+    h = torch.cat([z, class_features[classes]], dim=1)
+    for i, m in enumerate(linears):
+        h = h @ m.weight.T + m.bias
+        h = h.clamp(min=0) if i < 2 else h
+    assert torch.allclose(vae.decode(z, classes), h / h.norm(dim=-1, keepdim=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("opts", [["TRAINER.SHIP.GENERATOR", "mlp"], ["TRAINER.SHIP.GLOBAL_PROMPT", "False"],
+                                  ["TRAINER.SHIP.BIAS", "sequential", "TRAINER.SHIP.N_CTX_VAE", "2"]])
+def test_each_ablation_switch_trains_end_to_end(shapes_root, tmp_path, opts):
+    trainer = train(ship(shapes_root, tmp_path, opts=opts + ["OPTIM.MAX_EPOCH", "1"]))
+    feats = trainer.synthetic_features(trainer.label_only[:4])
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(4), atol=1e-5)
+
+
+def test_an_unknown_ablation_value_is_refused_with_its_choices(shapes_root, tmp_path):
+    with pytest.raises(Exception, match=r"TRAINER\.SHIP\.BIAS.*identical.*sequential"):
+        ship(shapes_root, tmp_path, opts=["TRAINER.SHIP.BIAS", "seq"])
 
 
 # ----- stage 2: real + synthetic ----------------------------------------------------------------------
@@ -314,3 +380,32 @@ def test_ship_with_tip_adapter_f_caches_real_base_and_synthesized_new_features(s
     tester.prepare_eval()
     with torch.no_grad():
         assert torch.allclose(tester.model_inference(feats), full[:, m:], atol=1e-4)
+
+
+def test_ablation_script_runs_a_switch_into_its_own_tree_and_the_summary_sets_the_paper_row_beside(
+        shapes_root, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from helpers import REPO, TINY_OPTS
+    out = tmp_path / "output"
+    env = dict(os.environ, DATA=str(shapes_root), OUTPUT=str(out), CFG="shapes", VARIANTS="L1", SHOTS="4")
+    proc = subprocess.run(["bash", "scripts/ship/ablation.sh", "shapes", "1", *TINY_OPTS, "OPTIM.MAX_EPOCH", "1",
+                           "TRAINER.SHIP.VAE_EPOCHS", "1"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tree = out / "ship_ablation" / "L1" / "base2new"
+    logs = {part: sorted(tree.glob(f"{part}/shapes/shots_4/SHIP/shapes*nctxvae1*/seed1/log.txt"))
+            for part in ("train_base", "test_new")}
+    assert all(len(found) == 1 for found in logs.values()), logs
+    for found in logs.values():
+        assert re.search(r"^\s+N_CTX_VAE: 1$", found[0].read_text(), re.M)
+    summary = subprocess.run([sys.executable, "scripts/ship/summarize_ablation.py", str(out / "ship_ablation"),
+                              "--reference"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    row = next(line for line in summary.splitlines() if line.startswith("| L1 |")).split(" | ")
+    new_acc = float(re.findall(r"\* accuracy: ([\d.]+)%", logs["test_new"][0].read_text())[-1])
+    assert row[1] == "TRAINER.SHIP.N_CTX_VAE 1" and float(row[5]) == new_acc
+    assert row[7:] == ["T6: L=1", "80.61", "71.69", "75.53 |"]
+    bad = subprocess.run(["bash", "scripts/ship/ablation.sh", "shapes", "1"], cwd=REPO, capture_output=True,
+                         text=True, env=dict(env, VARIANTS="L1 L3"))
+    assert bad.returncode == 2 and "unknown variant 'L3'" in bad.stderr

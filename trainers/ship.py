@@ -26,6 +26,8 @@ from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_lr_scheduler, 
 from clipadapt.trainer import ClipTrainer
 
 STAGE2_CHOICES = ("coop", "clip_adapter", "tip_adapter_f")
+GENERATOR_CHOICES = ("clip", "mlp")
+BIAS_CHOICES = ("identical", "sequential")
 
 
 # ----- modules -------------------------------------------------------------------------------------
@@ -54,15 +56,35 @@ class FeatureEncoder(nn.Module):
 
 
 class BiasGenerator(nn.Module):
-    """z (B, latent) -> local bias (B, ctx_dim) added to every context token of the prompt."""
+    """z (B, latent) -> local bias added to the context tokens of the prompt: one (B, ctx_dim) for
+    every token (the paper's identical bias [r, ..., r]), or (B, n_tokens, ctx_dim), one per token
+    (its Table 5 sequential bias [r1, ..., rL])."""
 
-    def __init__(self, latent, hidden, ctx_dim, leaky_slope=0.0):
+    def __init__(self, latent, hidden, ctx_dim, leaky_slope=0.0, n_tokens=0):
         super().__init__()
+        self.n_tokens, self.ctx_dim = n_tokens, ctx_dim
         act = nn.LeakyReLU(leaky_slope, inplace=True) if leaky_slope > 0 else nn.ReLU(inplace=True)
-        self.net = nn.Sequential(nn.Linear(latent, hidden), act, nn.Linear(hidden, ctx_dim))
+        self.net = nn.Sequential(nn.Linear(latent, hidden), act, nn.Linear(hidden, max(n_tokens, 1) * ctx_dim))
 
     def forward(self, z):
-        return self.net(z)
+        bias = self.net(z)
+        return bias.view(len(z), self.n_tokens, self.ctx_dim) if self.n_tokens else bias
+
+
+class FeatureGenerator(nn.Module):
+    """Table 4's generator "trained from scratch": a 3-layer MLP from z and the class's hand-crafted
+    text feature (how the class is given to it is ours: the paper does not say) to a feature (B, D)."""
+
+    def __init__(self, latent, hidden, feat_dim, leaky_slope=0.0):
+        super().__init__()
+
+        def act():
+            return nn.LeakyReLU(leaky_slope, inplace=True) if leaky_slope > 0 else nn.ReLU(inplace=True)
+        self.net = nn.Sequential(nn.Linear(latent + feat_dim, hidden), act(), nn.Linear(hidden, hidden), act(),
+                                 nn.Linear(hidden, feat_dim))
+
+    def forward(self, z, class_features):
+        return self.net(torch.cat([z, class_features], dim=1))
 
 
 def vae_loss(recon, x, mean, log_var, kl_weight=1.0):
@@ -74,25 +96,38 @@ def vae_loss(recon, x, mean, log_var, kl_weight=1.0):
 
 
 class PromptVAE(nn.Module):
-    """Encoder, generator and the VAE's own context (N_CTX_VAE tokens, N(0, 0.02)); the decoder is
-    the frozen text encoder, held by reference so it stays out of this module's state dict."""
+    """Encoder and generator of SHIP's VAE. With GENERATOR "clip" (SHIP) the generator is the bias
+    MLP, the VAE's own context (N_CTX_VAE tokens, N(0, 0.02); frozen at zero without global prompts)
+    and the frozen text encoder, held by reference so it stays out of this module's state dict. With
+    "mlp" (Table 4's from-scratch generator) it is FeatureGenerator, conditioned on `class_features`."""
 
     def __init__(self, text_encoder, tokenizer, classnames, feat_dim, n_ctx=4, enc_hidden=2048, gen_hidden=4096,
-                 latent=512, leaky_slope=0.0, init_std=0.02):
+                 latent=512, leaky_slope=0.0, init_std=0.02, generator="clip", global_prompt=True,
+                 bias="identical", class_features=None):
         super().__init__()
         object.__setattr__(self, "text_encoder", text_encoder)
-        self.latent = latent
-        self.prompt_learner = PromptLearner(text_encoder, tokenizer, classnames, n_ctx=n_ctx, ctx_init="",
-                                            init_std=init_std)
-        ctx_dim = self.prompt_learner.ctx.shape[-1]
+        self.latent, self.kind = latent, generator
         self.encoder = FeatureEncoder(feat_dim, enc_hidden, latent)
-        self.generator = BiasGenerator(latent, gen_hidden, ctx_dim, leaky_slope)
+        if generator == "mlp":
+            self.register_buffer("class_features", class_features, persistent=False)
+            self.generator = FeatureGenerator(latent, gen_hidden, feat_dim, leaky_slope)
+        else:
+            self.prompt_learner = PromptLearner(text_encoder, tokenizer, classnames, n_ctx=n_ctx, ctx_init="",
+                                                init_std=init_std)
+            if not global_prompt:  # the prompt is the local bias alone
+                self.prompt_learner.ctx.data.zero_()
+                self.prompt_learner.ctx.requires_grad_(False)
+            ctx_dim = self.prompt_learner.ctx.shape[-1]
+            self.generator = BiasGenerator(latent, gen_hidden, ctx_dim, leaky_slope,
+                                           n_tokens=n_ctx if bias == "sequential" else 0)
         init_weights(self.encoder, init_std)
         init_weights(self.generator, init_std)
 
     def decode(self, z, class_idx):
-        """Unit-norm text features (B, D) of the prompts of classes `class_idx` shifted by G(z)."""
-        bias = self.generator(z)  # (B, ctx_dim)
+        """Unit-norm features (B, D) of classes `class_idx` generated from z."""
+        if self.kind == "mlp":
+            return F.normalize(self.generator(z, self.class_features[class_idx]).float(), dim=-1)
+        bias = self.generator(z)  # (B, ctx_dim) or (B, L, ctx_dim)
         prompts, tokenized = self.prompt_learner(class_idx, ctx_shift=bias)
         return F.normalize(self.text_encoder(prompts, tokenized).float(), dim=-1)
 
@@ -105,7 +140,7 @@ class PromptVAE(nn.Module):
     @torch.no_grad()
     def synthesize(self, class_idx):
         """Synthetic unit-norm features (B, D), one per entry of `class_idx`, z ~ N(0, I)."""
-        z = torch.randn(len(class_idx), self.latent, device=self.prompt_learner.ctx.device)
+        z = torch.randn(len(class_idx), self.latent, device=self.encoder.mean.weight.device)
         return self.decode(z, class_idx)
 
 
@@ -120,8 +155,11 @@ class SHIP(ClipTrainer):
         node.STAGE2 = "coop"  # "coop", "clip_adapter" or "tip_adapter_f": the model fine-tuned on real + synthetic
         node.PREC = "fp32"  # the released code runs the text encoder in fp32 (.float())
         # Stage 1: the generator (released code, main_coop_vae.py; ImageNet values in vit_b16_imagenet.yaml)
-        node.N_CTX_VAE = 4  # the VAE prompt's learnable context tokens
-        node.ENC_HIDDEN = 2048  # encoder hidden units (4096 on ImageNet)
+        node.N_CTX_VAE = 4  # L, the VAE prompt's context tokens (Table 6: 1, 2, 4, 8)
+        node.GENERATOR = "clip"  # "clip": prompts through CLIP's text encoder (SHIP); "mlp": Table 4's 3-layer MLP
+        node.GLOBAL_PROMPT = True  # Table 5: learnable global prompts [p1..pL] under the bias; False = bias alone
+        node.BIAS = "identical"  # Table 5: "identical" [r, ..., r] or "sequential" [r1, ..., rL]
+        node.ENC_HIDDEN = 2048  # encoder hidden units: the released code's 2048 (4096 on ImageNet); the paper says 4096
         node.GEN_HIDDEN = 4096  # generator hidden units
         node.LATENT = 512  # z dimension
         node.GEN_LEAKY_SLOPE = 0.0  # 0 = ReLU in the generator; ImageNet uses LeakyReLU(0.2)
@@ -150,8 +188,9 @@ class SHIP(ClipTrainer):
     def check_cfg(cls, cfg):
         super().check_cfg(cfg)
         node = cfg.TRAINER.SHIP
-        if node.STAGE2 not in STAGE2_CHOICES:
-            raise choice_error("TRAINER.SHIP.STAGE2", node.STAGE2, STAGE2_CHOICES)
+        for key, choices in (("STAGE2", STAGE2_CHOICES), ("GENERATOR", GENERATOR_CHOICES), ("BIAS", BIAS_CHOICES)):
+            if node[key] not in choices:
+                raise choice_error(f"TRAINER.SHIP.{key}", node[key], choices)
         if node.SYN_PER_REAL < 0:
             raise ValueError(f"TRAINER.SHIP.SYN_PER_REAL must be >= 0, got {node.SYN_PER_REAL}")
 
@@ -196,11 +235,14 @@ class SHIP(ClipTrainer):
             self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model(self.head.name, self.head.module, self.optim, self.sched)
 
+        class_features = self.prompt_weights(self.stage2_classnames) if node.GENERATOR == "mlp" else None
         self.vae = PromptVAE(self.text_encoder, self.tokenizer, self.stage2_classnames, self.embed_dim,
                              n_ctx=node.N_CTX_VAE, enc_hidden=node.ENC_HIDDEN, gen_hidden=node.GEN_HIDDEN,
-                             latent=node.LATENT, leaky_slope=node.GEN_LEAKY_SLOPE,
-                             init_std=node.INIT_STD).to(self.device)
-        self.vae_optim = torch.optim.AdamW(self.vae.parameters(), lr=node.VAE_LR, weight_decay=node.VAE_WEIGHT_DECAY)
+                             latent=node.LATENT, leaky_slope=node.GEN_LEAKY_SLOPE, init_std=node.INIT_STD,
+                             generator=node.GENERATOR, global_prompt=node.GLOBAL_PROMPT, bias=node.BIAS,
+                             class_features=class_features).to(self.device)
+        learned = [p for p in self.vae.parameters() if p.requires_grad]
+        self.vae_optim = torch.optim.AdamW(learned, lr=node.VAE_LR, weight_decay=node.VAE_WEIGHT_DECAY)
         self.register_model("vae", self.vae, self.vae_optim, None)
 
     def build_head(self):

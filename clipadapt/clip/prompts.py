@@ -76,14 +76,15 @@ class PromptLearner(nn.Module):
     def forward(self, class_idx=None, ctx_shift=None):
         """Prompt embeddings (N, L, width) and token ids (N, L) for classes `class_idx` (default all).
 
-        ctx_shift (N, width) is added to every context token of row i (CoCoOp/SHIP's bias).
+        ctx_shift (N, width) is added to every context token of row i (CoCoOp/SHIP's bias); a
+        (N, n_ctx, width) shift adds one vector per token (SHIP's sequential bias).
         """
         if class_idx is None:
             class_idx = torch.arange(self.n_cls, device=self.token_prefix.device)
         prefix, suffix = self.token_prefix[class_idx], self.token_suffix[class_idx]
         ctx = self.ctx[class_idx] if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(len(class_idx), -1, -1)
         if ctx_shift is not None:
-            ctx = ctx + ctx_shift.unsqueeze(1)
+            ctx = ctx + (ctx_shift.unsqueeze(1) if ctx_shift.dim() == 2 else ctx_shift)
         ctx = ctx.to(prefix.dtype)
         if self.position == "end":
             prompts = torch.cat([prefix, ctx, suffix], dim=1)
