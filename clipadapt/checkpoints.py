@@ -339,6 +339,18 @@ def model_files(directory, epoch=None, names=None):
     return {name: osp.join(directory, name, wanted) for name in names}
 
 
+def last_saved_epoch(directory):
+    """The highest N of model.pth.tar-N that every model folder of the run in `directory` holds;
+    CheckpointError when there is none."""
+    subdirs = [d for d in sorted(os.listdir(directory)) if osp.isdir(osp.join(directory, d))] \
+        if osp.isdir(directory) else []
+    epochs = [{_epoch_of(f) for f in os.listdir(osp.join(directory, d))} - {None} for d in subdirs]
+    common = set.intersection(*[e for e in epochs if e]) if any(epochs) else set()
+    if not common:
+        raise CheckpointError(f'"{directory}" holds no model.pth.tar-N checkpoints: train that run first.')
+    return max(common)
+
+
 def resume_pointers(directory):
     """{model name: checkpoint file} named by the `<directory>/<model>/checkpoint` pointer files."""
     pointers = {}

@@ -45,6 +45,8 @@ PATH_KEYS = ("SEED", "DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
 NON_IDENTITY_KEYS = {
     "OUTPUT_DIR": "where the run is written",
     "RESUME": "where a checkpoint is read from",
+    "MODEL.INIT_RUN": "where the source run's checkpoints are read from (its config is the run's own)",
+    "MODEL.INIT_RUN_EPOCH": "which of the source run's checkpoints: the protocol passes its last epoch",
     "DATASET.ROOT": "where the data lives",
     "FEATURES.CACHE_DIR": "where cached features live",
     "FEATURES.CACHE": "cached features are the features computed without the cache",
@@ -459,11 +461,24 @@ class RunSpec:
     def last_epoch(self):
         return self.configs()[0].OPTIM.MAX_EPOCH
 
+    @property
+    def fine_tunes_from_source(self):
+        """A cross-dataset target run that trains, starting from the source run (SHIP's per-target
+        protocol, TRAINER.<node>.XD_PROTOCOL per_target), rather than evaluating the source's model."""
+        if self.layout != "xd_target" or not self.trains:
+            return False
+        trainer_nodes = self.configs()[0].TRAINER.values()
+        return any(isinstance(node, dict) and node.get("XD_PROTOCOL") == "per_target" for node in trainer_nodes)
+
     def train_args(self, data_root, output_root, load_epoch=None):
         """train.py's arguments for this run."""
         args = ["--root", data_root, "--seed", str(self.seed), "--trainer", self.trainer,
                 "--dataset-config-file", dataset_config_file(self.dataset), "--config-file", self.config_file,
                 "--output-dir", self.output_dir(output_root)]
+        if self.model_from is not None and self.fine_tunes_from_source:
+            epoch = load_epoch if load_epoch is not None else self.model_from.last_epoch()
+            return args + self.all_opts() + ["MODEL.INIT_RUN", self.model_from.output_dir(output_root),
+                                             "MODEL.INIT_RUN_EPOCH", str(epoch)]
         if self.model_from is not None and self.trains:
             epoch = load_epoch if load_epoch is not None else self.model_from.last_epoch()
             args += ["--model-dir", self.model_from.output_dir(output_root), "--load-epoch", str(epoch), "--eval-only"]

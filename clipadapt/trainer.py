@@ -15,8 +15,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import (CheckpointError, check_weights, load_checkpoint, load_state_without_derived,
-                          weights_fingerprint)
+from .checkpoints import (CheckpointError, check_weights, last_saved_epoch, load_checkpoint, load_state_without_derived,
+                          model_files, weights_fingerprint)
 from .config import ConfigError, choice_error
 from .clip.prompts import POSITIONS
 from .clip import (PRECISIONS, TextEncoder, check_input_config, compute_dtype, embed_dim, input_size,
@@ -44,6 +44,9 @@ class ClipTrainer(*_BASES):
     # features), so they evaluate on those classes only: the checkpoint names them, and loading it for
     # another class list is refused.
     CLASS_BOUND = False
+    # True: MODEL.INIT_RUN may name a trained run whose models this run starts from (SHIP's
+    # per-target cross-dataset fine-tuning); other trainers refuse the key.
+    STARTS_FROM_RUN = False
 
     @classmethod
     def add_config(cls, cfg):
@@ -69,6 +72,7 @@ class ClipTrainer(*_BASES):
         """Refuse a config the method cannot run (train.py calls it before the run folder is touched, the
         engine again when the trainer is built). A classmethod: it reads only `cfg`. Here the keys many
         trainer nodes share (PREC, CLASS_TOKEN_POSITION); a trainer adds its own and calls super()."""
+        cls.check_init_run(cfg)
         node = cfg.TRAINER[cls.CONFIG_NODE] if cls.CONFIG_NODE else None
         if node is None:
             return
@@ -195,6 +199,27 @@ class ClipTrainer(*_BASES):
         if self.backbone.weights is None:  # random weights: name them by their values
             self.backbone.identity += ":" + state_dict_digest(self.clip_model.visual)
         return self.clip_model
+
+    @classmethod
+    def check_init_run(cls, cfg):
+        """MODEL.INIT_RUN: only for a trainer that starts from another run, and only a run with checkpoints."""
+        directory = cfg.MODEL.INIT_RUN
+        if not directory:
+            return
+        if not cls.STARTS_FROM_RUN:
+            raise ConfigError(f"MODEL.INIT_RUN ({directory}) starts a run from another run's models, which "
+                              f"{cls.__name__} does not do (SHIP's per-target cross-dataset runs do). Drop the key.")
+        try:
+            model_files(directory, cfg.MODEL.INIT_RUN_EPOCH or last_saved_epoch(directory))
+        except CheckpointError as exc:
+            raise ConfigError(f"MODEL.INIT_RUN: {exc}") from None
+
+    def load_init_run(self):
+        """Load the models of MODEL.INIT_RUN (at MODEL.INIT_RUN_EPOCH, 0 = its last epoch) into this run's."""
+        directory = self.cfg.MODEL.INIT_RUN
+        epoch = self.cfg.MODEL.INIT_RUN_EPOCH or last_saved_epoch(directory)
+        print(f"Starting from the models of {directory} at epoch {epoch}")
+        self.load_model(directory, epoch)
 
     def load_init_weights(self, module, name):
         """Load MODEL.INIT_WEIGHTS (if set) into `module`: safe loader and the buffer-dropping of

@@ -274,12 +274,19 @@ def test_resume_continues_stage2_without_retraining_the_generator(trained_base, 
 
 
 def test_all_mode_has_no_label_only_classes_and_is_coop(shapes_root, tmp_path, capsys):
-    trainer = ship(shapes_root, tmp_path, mode="all")
+    """XD_PROTOCOL single: CoOp's single-model protocol, no generator; per_target (the paper's): the
+    generator trains on the source for the target runs, and stage 2 is still CoOp over real images."""
+    trainer = ship(shapes_root, tmp_path, mode="all", opts=["TRAINER.SHIP.XD_PROTOCOL", "single"])
     assert not trainer.synthesizes and trainer.label_only.numel() == 0
     assert trainer.stage2_classnames == trainer.classnames
     trainer.train_generator = lambda: pytest.fail("nothing to synthesize, so no generator")
     trainer.before_train()
     assert "leaves no label-only classes" in capsys.readouterr().out
+    trainer = ship(shapes_root, tmp_path / "per_target", mode="all")
+    trained = []
+    trainer.train_generator = lambda: trained.append(True)
+    trainer.before_train()
+    assert trained and not trainer.synthesizes and "the generator trains on this source" in capsys.readouterr().out
 
 
 def test_training_never_touches_test_data(shapes_root, tmp_path, monkeypatch):
@@ -409,3 +416,40 @@ def test_ablation_script_runs_a_switch_into_its_own_tree_and_the_summary_sets_th
     bad = subprocess.run(["bash", "scripts/ship/ablation.sh", "shapes", "1"], cwd=REPO, capture_output=True,
                          text=True, env=dict(env, VARIANTS="L1 L3"))
     assert bad.returncode == 2 and "unknown variant 'L3'" in bad.stderr
+
+
+def test_cross_dataset_per_target_fine_tunes_on_the_target_class_names_only(shapes_root, tmp_path, train_main,
+                                                                            monkeypatch):
+    """Paper 4.2.2: the source run trains the generator too; the target run starts from the source's
+    generator and CoOp and fine-tunes on features synthesized for the target's class names, reading
+    none of the target's images. XD_PROTOCOL single keeps CoOp's protocol: the source model, evaluated."""
+    from pathlib import Path
+
+    from clipadapt import runs
+    from clipadapt.trainer import ClipTrainer
+    from helpers import TINY_OPTS, coop_args, fails, load_checkpoint
+    opts = TINY_OPTS + ["OPTIM.MAX_EPOCH", "1", "TRAINER.SHIP.VAE_EPOCHS", "1"]
+    source = runs.protocol_run("xd_train", "SHIP", "shapes", "shapes", 1, 4, opts, source="shapes")
+    target = runs.protocol_run("xd_test", "SHIP", "shapes", "shapes", 1, 4, opts, source="shapes")
+    out = str(tmp_path / "output")
+    train_main(source.train_args(shapes_root, out))
+    args = target.train_args(shapes_root, out)
+    assert "--eval-only" not in args and args[args.index("MODEL.INIT_RUN") + 1] == source.output_dir(out)
+    original = ClipTrainer.cached_features
+
+    def no_target_images(self, split, view=None):
+        assert split != "train_x", "a per-target run read its own training images"
+        return original(self, split, view)
+    monkeypatch.setattr(ClipTrainer, "cached_features", no_target_images)
+    train_main(args)
+    log = (Path(target.output_dir(out)) / "log.txt").read_text()
+    assert "48 label-only" in log and "none of its images is" in log and "* accuracy:" in log
+    saved = [load_checkpoint(Path(run.output_dir(out)) / "vae" / "model.pth.tar-1")["state_dict"]
+             for run in (source, target)]
+    assert saved[0].keys() == saved[1].keys() and all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
+
+    single = runs.protocol_run("xd_test", "SHIP", "shapes", "shapes", 1, 4, opts + ["TRAINER.SHIP.XD_PROTOCOL",
+                                                                                   "single"], source="shapes")
+    assert "--eval-only" in single.train_args(shapes_root, out) and "MODEL.INIT_RUN" not in single.all_opts()
+    message = fails(train_main, coop_args(shapes_root, tmp_path / "coop", "MODEL.INIT_RUN", source.output_dir(out)))
+    assert "MODEL.INIT_RUN" in message and "CoOp does not do" in message

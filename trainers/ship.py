@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from clipadapt.cache_model import cache_keys, cache_values, released_optimizer, released_value
 from clipadapt.clip import PromptLearner
-from clipadapt.config import choice_error
+from clipadapt.config import ConfigError, choice_error
 from clipadapt.heads import AdapterHead, CacheHead, PromptHead
 from clipadapt.engine import TRAINER_REGISTRY, MetricMeter, build_lr_scheduler, build_optimizer
 from clipadapt.trainer import ClipTrainer
@@ -28,6 +28,7 @@ from clipadapt.trainer import ClipTrainer
 STAGE2_CHOICES = ("coop", "clip_adapter", "tip_adapter_f")
 GENERATOR_CHOICES = ("clip", "mlp")
 BIAS_CHOICES = ("identical", "sequential")
+XD_CHOICES = ("per_target", "single")
 
 
 # ----- modules -------------------------------------------------------------------------------------
@@ -149,6 +150,7 @@ class PromptVAE(nn.Module):
 @TRAINER_REGISTRY.register()
 class SHIP(ClipTrainer):
     CONFIG_NODE = "SHIP"
+    STARTS_FROM_RUN = True  # a per-target cross-dataset run starts from the source run's models
 
     @staticmethod
     def config_defaults(node):
@@ -183,14 +185,27 @@ class SHIP(ClipTrainer):
         node.TIP_INIT_ALPHA = 0.0  # 0 = Tip-Adapter's released init_alpha for the dataset (1.0 where it has none)
         node.TIP_INIT_BETA = 1.0
         node.TIP_LOGIT_SCALE = 100.0  # Tip-Adapter's zero-shot scale; 0 = the model's own
+        # Cross-dataset (paper 4.2.2): "per_target" trains the generator on the source too, and each
+        # target run (MODEL.INIT_RUN = the source run) fine-tunes stage 2 on features synthesized for
+        # the target's class names; "single": one source model evaluated on every target (CoOp's protocol)
+        node.XD_PROTOCOL = "per_target"
+        node.TARGET_SYN_SHOTS = 16  # ours: synthesized features per target class and epoch (the source's shots)
 
     @classmethod
     def check_cfg(cls, cfg):
         super().check_cfg(cfg)
         node = cfg.TRAINER.SHIP
-        for key, choices in (("STAGE2", STAGE2_CHOICES), ("GENERATOR", GENERATOR_CHOICES), ("BIAS", BIAS_CHOICES)):
+        for key, choices in (("STAGE2", STAGE2_CHOICES), ("GENERATOR", GENERATOR_CHOICES), ("BIAS", BIAS_CHOICES),
+                             ("XD_PROTOCOL", XD_CHOICES)):
             if node[key] not in choices:
                 raise choice_error(f"TRAINER.SHIP.{key}", node[key], choices)
+        if cfg.MODEL.INIT_RUN:
+            mode = cfg.DATASET.SUBSAMPLE_CLASSES
+            if node.XD_PROTOCOL != "per_target" or mode != "all" or node.STAGE2 == "tip_adapter_f":
+                raise ConfigError(
+                    "MODEL.INIT_RUN starts SHIP's per-target cross-dataset run, which needs TRAINER.SHIP.XD_PROTOCOL "
+                    f"per_target (is {node.XD_PROTOCOL}), DATASET.SUBSAMPLE_CLASSES all (is {mode}) and STAGE2 coop "
+                    f"or clip_adapter (is {node.STAGE2}: a Tip-Adapter cache holds the source's classes).")
         if node.SYN_PER_REAL < 0:
             raise ValueError(f"TRAINER.SHIP.SYN_PER_REAL must be >= 0, got {node.SYN_PER_REAL}")
 
@@ -202,8 +217,11 @@ class SHIP(ClipTrainer):
         (unseen) classes, named by the dataset, follow as label-only classes m..m+k-1.
         all (cross-dataset source, few-shot): the training label space as it is; its classes without
         training images (none in CoOp's datasets) are the label-only ones. With none, SHIP is CoOp.
+        A per-target cross-dataset run (MODEL.INIT_RUN): every class of the target is label-only.
         """
         mode = self.cfg.DATASET.SUBSAMPLE_CLASSES
+        if self.is_target_run:
+            return self.train_classnames, list(range(len(self.train_classnames)))
         if mode in ("base", "gzsl"):
             base, new = self.base_classnames, self.new_classnames
             if self.train_classnames != base:
@@ -214,13 +232,25 @@ class SHIP(ClipTrainer):
         with_images = {d.label for d in self.dataset.train_x}
         return names, [i for i in range(len(names)) if i not in with_images]
 
+    @property
+    def is_target_run(self):
+        """A per-target cross-dataset run: it starts from the source run and sees no image of its own."""
+        return bool(self.cfg.MODEL.INIT_RUN)
+
+    @property
+    def trains_generator_for_targets(self):
+        """A per-target cross-dataset source: nothing to synthesize here, but the targets need the generator."""
+        node = self.method_cfg
+        return (node.XD_PROTOCOL == "per_target" and not self.is_target_run
+                and self.cfg.DATASET.SUBSAMPLE_CLASSES == "all")
+
     # ----- model -------------------------------------------------------------------------------------
     def build_model(self):
         node = self.method_cfg
         self.load_clip()
         self.stage2_classnames, label_only = self.stage2_label_space()
         self.label_only = torch.tensor(label_only, dtype=torch.long, device=self.device)
-        self.synthesizes = node.SYN_PER_REAL > 0 and len(label_only) > 0
+        self.synthesizes = (node.SYN_PER_REAL > 0 or self.is_target_run) and len(label_only) > 0
         n_real = len(self.stage2_classnames) - len(label_only)
         print(f"SHIP: {len(self.stage2_classnames)} classes in training, {n_real} with images and "
               f"{len(label_only)} label-only (synthetic features)")
@@ -298,6 +328,13 @@ class SHIP(ClipTrainer):
     # ----- data: the released code's loaders keep the last partial batch (drop_last=False) ----------
     def build_data_loader(self):
         super().build_data_loader()
+        if self.is_target_run:  # labels only: TARGET_SYN_SHOTS per class, features synthesized per batch
+            shots = self.method_cfg.TARGET_SYN_SHOTS
+            labels = torch.arange(len(self.dm.dataset.classnames)).repeat_interleave(shots)
+            self.train_loader_x = torch.utils.data.DataLoader(
+                [{"label": int(label)} for label in labels], batch_size=self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+                shuffle=True, drop_last=False)
+            return
         self.train_loader_x = self.training_loader(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)  # stage 2
 
     # ----- stage 1: the generator --------------------------------------------------------------------
@@ -305,7 +342,17 @@ class SHIP(ClipTrainer):
         super().before_train()  # resumes stage 2 when a checkpoint exists
         if self.start_epoch > 0:
             print(f"SHIP: resuming stage 2 at epoch {self.start_epoch + 1}; the generator comes from the checkpoint")
-        elif self.synthesizes:
+        elif self.is_target_run:
+            self.load_init_run()
+            print(f"SHIP: per-target cross-dataset run: the generator and {self.method_cfg.STAGE2} come from the "
+                  f"source run; stage 2 fine-tunes on features synthesized for the {len(self.stage2_classnames)} class names "
+                  f"of {self.cfg.DATASET.NAME} ({self.method_cfg.TARGET_SYN_SHOTS} per class and epoch). The target's "
+                  "class names are used in training; none of its images is")
+        elif self.synthesizes or self.trains_generator_for_targets:
+            if not self.synthesizes:
+                print("SHIP: TRAINER.SHIP.XD_PROTOCOL per_target: the generator trains on this source for the target "
+                      "runs; nothing is synthesized here (every class has images), so stage 2 is "
+                      f"{self.method_cfg.STAGE2} over the {len(self.stage2_classnames)} training classes")
             self.train_generator()
         else:
             why = ("TRAINER.SHIP.SYN_PER_REAL is 0" if self.label_only.numel() else
@@ -351,6 +398,10 @@ class SHIP(ClipTrainer):
         return self.synthetic_features(labels), labels
 
     def forward_backward(self, batch):
+        if self.is_target_run:  # synthetic features of the batch's labels, nothing real
+            label = batch["label"].to(self.device)
+            feats, n_real = self.synthetic_features(label), 0
+            return self.update_stage2(feats, label, n_real)
         feats, label = self.parse_batch_train(batch)
         n_real = len(label)
         if self.synthesizes:
@@ -358,6 +409,10 @@ class SHIP(ClipTrainer):
             syn_feats, syn_label = self.synthetic_batch(n_syn)
             feats = torch.cat([self.normalize(feats), syn_feats])
             label = torch.cat([label, syn_label])
+        return self.update_stage2(feats, label, n_real)
+
+    def update_stage2(self, feats, label, n_real):
+        """One stage-2 step on features (the first n_real real, the rest synthetic) and their labels."""
         output = self.logits(feats, self.text_features())  # (n_real + n_syn, n_base + n_new)
         loss = F.cross_entropy(output, label)
         self.model_backward_and_update(loss, self.head.name)
@@ -366,7 +421,9 @@ class SHIP(ClipTrainer):
         else:
             self.end_of_epoch_lr_step()
         correct = (output.argmax(1) == label).float()
-        summary = {"loss": loss.item(), "acc": correct[:n_real].mean().item() * 100}
+        summary = {"loss": loss.item()}
+        if n_real:
+            summary["acc"] = correct[:n_real].mean().item() * 100
         if len(label) > n_real:
             summary["acc_syn"] = correct[n_real:].mean().item() * 100
         return summary

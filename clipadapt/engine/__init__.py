@@ -83,6 +83,8 @@ if ENGINE == "dassl":
         cfg.OPTIM.EPS = ours.OPTIM.EPS
         cfg.MODEL.CUT_TEXT_TOKENS = ours.MODEL.CUT_TEXT_TOKENS
         cfg.MODEL.COMPILE_IMAGE_ENCODER = ours.MODEL.COMPILE_IMAGE_ENCODER
+        cfg.MODEL.INIT_RUN = ours.MODEL.INIT_RUN
+        cfg.MODEL.INIT_RUN_EPOCH = ours.MODEL.INIT_RUN_EPOCH
         cfg.set_new_allowed(False)
         return cfg
 else:

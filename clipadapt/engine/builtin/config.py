@@ -80,6 +80,10 @@ _C.MODEL.HEAD.DROPOUT = 0.0
 _C.MODEL.CUT_TEXT_TOKENS = True
 # torch.compile the frozen image encoder for feature extraction (GPU; off by default).
 _C.MODEL.COMPILE_IMAGE_ENCODER = False
+# A trained run's output folder (and epoch) whose models this run starts from: SHIP's per-target
+# cross-dataset fine-tuning. Only trainers with STARTS_FROM_RUN accept it.
+_C.MODEL.INIT_RUN = ""
+_C.MODEL.INIT_RUN_EPOCH = 0  # 0 = the run's last epoch
 
 _C.OPTIM = CN()
 _C.OPTIM.NAME = "adam"
