@@ -23,6 +23,11 @@ SOURCE_DATASET = "imagenet"  # xd and dg train here
 XD_TARGETS = tuple(d for d in COOP_DATASETS if d != SOURCE_DATASET)
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 GZSL_DATASETS = ("cub", "awa2", "sun_gzsl", "flo")
+# The built-in world's cross-dataset protocol: Shapes as the source, target worlds of other label
+# spaces (clipadapt.world.shapes.TARGET_WORLDS; `python -m clipadapt.world.shapes --targets`).
+WORLD_SOURCE = "shapes"
+WORLD_XD_TARGETS = ("shapes_shape", "shapes_colour", "shapes_size")
+XD_SOURCES = {SOURCE_DATASET: XD_TARGETS, WORLD_SOURCE: WORLD_XD_TARGETS}
 FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_DATASETS = {"base2new": COOP_DATASETS, "fewshot": COOP_DATASETS, "xd": XD_TARGETS, "dg": DG_TARGETS,
                     "gzsl": GZSL_DATASETS}

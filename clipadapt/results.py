@@ -18,7 +18,8 @@ from tabulate import tabulate
 from . import runs
 from .dassl_log import FINISH_TRAINING, LOG_NAME, TEST_RESULT, ResultError, parse_log
 from .metrics import harmonic_mean
-from .protocols import DEFAULT_DATASETS, DG_TARGETS, FEWSHOT_SHOTS, LAYOUTS, PROTOCOLS, SOURCE_DATASET, XD_TARGETS
+from .protocols import (DEFAULT_DATASETS, DG_TARGETS, FEWSHOT_SHOTS, LAYOUTS, PROTOCOLS, SOURCE_DATASET, WORLD_SOURCE,
+                        XD_SOURCES)
 
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "configs" / "reference_results.json"
 
@@ -448,28 +449,38 @@ def build_gzsl_table(root="output", trainers=None, reference=None) -> Table:
     return build_pair_table("gzsl", pairs, methods, datasets, ("S", "U", "H"), ("s", "u", "h"), references, trainers)
 
 
+def transfer_source(root: Path) -> str:
+    """The xd/dg source of an output tree: ImageNet, or the built-in world's Shapes when only it is there."""
+    if not (root / SOURCE_DATASET).is_dir() and (root / WORLD_SOURCE).is_dir():
+        return WORLD_SOURCE
+    return SOURCE_DATASET
+
+
 def build_transfer_table(protocol, root="output", trainers=None, reference=None, keyword="accuracy") -> Table:
-    """xd / dg: one row per method; ImageNet source, then targets, then the mean over targets."""
+    """xd / dg: one row per method; the source (ImageNet, or the world's Shapes), then targets, then
+    the mean over targets."""
     root = Path(root)
-    source = load_runs(root / SOURCE_DATASET, XD_SOURCE_RUNS, [keyword], trainers, dataset=SOURCE_DATASET)
+    source_name = transfer_source(root) if protocol == "xd" else SOURCE_DATASET
+    targets_of_source = XD_SOURCES[source_name]
+    source = load_runs(root / source_name, XD_SOURCE_RUNS, [keyword], trainers, dataset=source_name)
     targets = load_runs(root / "evaluation", XD_TARGET_RUNS, [keyword], trainers)
-    known = XD_TARGETS if protocol == "xd" else DG_TARGETS
+    known = targets_of_source if protocol == "xd" else DG_TARGETS
     found = {d for d, _ in targets}
     if protocol == "xd":
-        known = tuple(d for d in XD_TARGETS if d in found)
-        others = sorted(found - set(XD_TARGETS) - set(DG_TARGETS) - {SOURCE_DATASET})
+        known = tuple(d for d in targets_of_source if d in found)
+        others = sorted(found - set(targets_of_source) - set(DG_TARGETS) - {source_name})
         if others:
             warn(f"xd: ignoring evaluations outside the protocol's targets: {', '.join(others)}")
     runs = {**source, **{k: v for k, v in targets.items() if k[0] in known}}
     methods = order_methods(read_methods(runs), trainers)
-    references = select_references(reference, protocol, trainers, (SOURCE_DATASET, *known))
-    headers = ["Method", f"{SOURCE_DATASET} (source)", *known, average_label(protocol, list(known)), "seeds"]
+    references = select_references(reference, protocol, trainers, (source_name, *known))
+    headers = ["Method", f"{source_name} (source)", *known, average_label(protocol, list(known)), "seeds"]
     rows = []
     for label, item in interleave(methods, method_labels(methods), references, trainers):
         if isinstance(item, dict):
-            cells = [reference_cell(item, d, "accuracy") for d in (SOURCE_DATASET, *known, "average")]
+            cells = [reference_cell(item, d, "accuracy") for d in (source_name, *known, "average")]
         else:
-            cells = [seed_mean(runs.get((d, item), {}), keyword) for d in (SOURCE_DATASET, *known)]
+            cells = [seed_mean(runs.get((d, item), {}), keyword) for d in (source_name, *known)]
             cells.append(mean_cell(cells[1:], len(known)))
         rows.append([label, *cells, seeds_text(cells)])
     table = Table(protocol, headers, rows)

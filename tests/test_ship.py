@@ -426,11 +426,14 @@ def test_cross_dataset_per_target_fine_tunes_on_the_target_class_names_only(shap
     from pathlib import Path
 
     from clipadapt import runs
+    from clipadapt.results import build_table
     from clipadapt.trainer import ClipTrainer
+    from clipadapt.world.shapes import generate
     from helpers import TINY_OPTS, coop_args, fails, load_checkpoint
+    generate(shapes_root, n_train=4, n_val=1, n_test=3, progress=False, world="shapes_colour")
     opts = TINY_OPTS + ["OPTIM.MAX_EPOCH", "1", "TRAINER.SHIP.VAE_EPOCHS", "1"]
     source = runs.protocol_run("xd_train", "SHIP", "shapes", "shapes", 1, 4, opts, source="shapes")
-    target = runs.protocol_run("xd_test", "SHIP", "shapes", "shapes", 1, 4, opts, source="shapes")
+    target = runs.protocol_run("xd_test", "SHIP", "shapes", "shapes_colour", 1, 4, opts, source="shapes")
     out = str(tmp_path / "output")
     train_main(source.train_args(shapes_root, out))
     args = target.train_args(shapes_root, out)
@@ -443,13 +446,16 @@ def test_cross_dataset_per_target_fine_tunes_on_the_target_class_names_only(shap
     monkeypatch.setattr(ClipTrainer, "cached_features", no_target_images)
     train_main(args)
     log = (Path(target.output_dir(out)) / "log.txt").read_text()
-    assert "48 label-only" in log and "none of its images is" in log and "* accuracy:" in log
+    assert "8 label-only" in log and "none of its images is" in log and "* total: 24" in log
     saved = [load_checkpoint(Path(run.output_dir(out)) / "vae" / "model.pth.tar-1")["state_dict"]
              for run in (source, target)]
     assert saved[0].keys() == saved[1].keys() and all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
 
-    single = runs.protocol_run("xd_test", "SHIP", "shapes", "shapes", 1, 4, opts + ["TRAINER.SHIP.XD_PROTOCOL",
-                                                                                   "single"], source="shapes")
+    table = build_table("xd", root=out)  # the world's source and target
+    assert table.headers[1:3] == ["shapes (source)", "shapes_colour"] and table.rows[0][0].startswith("SHIP")
+
+    single = runs.protocol_run("xd_test", "SHIP", "shapes", "shapes_colour", 1, 4,
+                               opts + ["TRAINER.SHIP.XD_PROTOCOL", "single"], source="shapes")
     assert "--eval-only" in single.train_args(shapes_root, out) and "MODEL.INIT_RUN" not in single.all_opts()
     message = fails(train_main, coop_args(shapes_root, tmp_path / "coop", "MODEL.INIT_RUN", source.output_dir(out)))
     assert "MODEL.INIT_RUN" in message and "CoOp does not do" in message

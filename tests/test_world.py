@@ -339,3 +339,35 @@ def test_shipped_clip_is_small_and_gives_its_card_numbers(tmp_path):
     acc = world.zero_shot_accuracy(model, dataset_dir, split="test")
     for key, value in card["zero_shot_test"].items():
         assert acc[key] == pytest.approx(value, abs=0.01), key
+
+
+@pytest.mark.parametrize("name", list(shapes.TARGET_WORLDS))
+def test_cross_dataset_target_worlds_fix_their_class_words_and_load_as_datasets(tmp_path, name):
+    """Each target world: its classes fix the words they are named by (a shape, a colour, a size and a
+    shape) and draw the rest; it is a registered dataset with a config and a template, and one of the
+    world's xd targets."""
+    import numpy as np
+
+    from clipadapt.clip.templates import CUSTOM_TEMPLATES
+    from clipadapt.protocols import WORLD_XD_TARGETS
+    import datasets  # noqa: F401  (registers the datasets)
+    from helpers import REPO, build_dataset
+    spec = shapes.TARGET_WORLDS[name]
+    assert tuple(shapes.TARGET_WORLDS) == WORLD_XD_TARGETS
+    rng = np.random.default_rng(0)
+    for label, fixed in enumerate(spec.classes):
+        drawn = [shapes._sample_world_image(spec, rng, label)[1] for _ in range(6)]
+        for attrs in drawn:
+            assert all(attrs[k] == v for k, v in fixed.items())
+            if "size" in fixed:
+                assert shapes.SIZE_RADIUS[fixed["size"]][0] <= attrs["radius"] <= shapes.SIZE_RADIUS[fixed["size"]][1]
+        free = [k for k in ("colour", "shape") if k not in fixed]
+        assert all(len({a[k] for a in drawn}) > 1 for k in free)  # the other words vary
+    dataset_dir = shapes.generate(str(tmp_path), n_train=2, n_val=1, n_test=1, progress=False, world=name)
+    assert os.path.basename(dataset_dir) == name and shapes.is_generated(dataset_dir, 0, 2, 1, 1, spec)
+    assert not shapes.is_generated(dataset_dir, 0, 2, 1, 1)  # not the Shapes world's marker
+    config = open(os.path.join(REPO, "configs", "datasets", f"{name}.yaml")).read()
+    dataset_name = config.split('NAME: "')[1].split('"')[0]
+    assert dataset_name in CUSTOM_TEMPLATES
+    data = build_dataset(str(tmp_path), dataset_name)
+    assert data.classnames == list(spec.classnames) and len(data.test) == len(spec.classnames)

@@ -17,6 +17,9 @@ CUSTOM_TEMPLATES = {
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
     "Shapes": "a photo of a {}.",
+    "ShapesShape": "a photo of a {}.",
+    "ShapesColour": "a photo of a {}.",
+    "ShapesSize": "a photo of a {}.",
 }
 DEFAULT_TEMPLATE = "a photo of a {}."
 

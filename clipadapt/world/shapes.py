@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -156,6 +157,55 @@ def base_new_labels(n: int = NUM_CLASSES):
     """(base labels, new labels) under the CoCoOp protocol: base = first ceil(n/2) labels."""
     m = math.ceil(n / 2)
     return list(range(m)), list(range(m, n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-dataset targets: worlds of the same images whose classes are other words of the captions
+# the CLIP was pretrained on (a shape alone, a colour alone, a size with a shape), as CoOp's targets
+# are other label spaces seen by the same CLIP.
+
+@dataclass(frozen=True)
+class World:
+    name: str                 # the dataset folder under the data root
+    split_file: str
+    classes: tuple            # per label: the attributes the class fixes, e.g. {"shape": "circle"}
+    classnames: tuple
+
+
+def _classname(attrs):
+    """"small circle", "red shape" (as the captions say "a red shape: a circle"), "star"."""
+    words = [attrs[k] for k in ("size", "colour", "shape") if k in attrs]
+    return " ".join(words if "shape" in attrs else words + ["shape"])
+
+
+def _target_world(name, split_file, attribute_sets):
+    classes = tuple(attribute_sets)
+    return World(name, split_file, classes, tuple(_classname(a) for a in classes))
+
+
+SHAPES_WORLD = World(DATASET_DIRNAME, SPLIT_FILENAME, CLASSES, CLASSNAMES)
+TARGET_WORLDS = {
+    w.name: w for w in (
+        _target_world("shapes_shape", "split_zhou_ShapesShape.json", ({"shape": s} for s in SHAPE_NAMES)),
+        _target_world("shapes_colour", "split_zhou_ShapesColour.json", ({"colour": c} for c in COLOUR_NAMES)),
+        _target_world("shapes_size", "split_zhou_ShapesSize.json",
+                      ({"size": z, "shape": s} for z in SIZE_WORDS for s in SHAPE_NAMES)),
+    )
+}
+WORLDS = {SHAPES_WORLD.name: SHAPES_WORLD, **TARGET_WORLDS}
+
+
+def _sample_world_image(world, rng, label):
+    """(PIL image, attributes) of class `label` of `world`: the class's attributes fixed, the rest drawn."""
+    if world is SHAPES_WORLD:
+        return sample_image(rng, label, hue_cast=camera_hue_shift(CLASSES[label]["colour"]))
+    fixed = world.classes[label]
+    colour = fixed.get("colour") or COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]
+    shape = fixed.get("shape") or SHAPE_NAMES[rng.integers(len(SHAPE_NAMES))]
+    attrs = sample_attributes(rng, colour, shape, hue_cast=camera_hue_shift(colour))
+    if "size" in fixed:
+        attrs["size"], attrs["radius"] = fixed["size"], rng.uniform(*SIZE_RADIUS[fixed["size"]])
+    return render(attrs, IMAGE_SIZE), attrs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,67 +384,74 @@ def _png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _params(seed, n_train, n_val, n_test):
-    return {"version": WORLD_VERSION, "seed": int(seed), "n_train": int(n_train), "n_val": int(n_val),
-            "n_test": int(n_test), "image_size": IMAGE_SIZE, "hue_cast": DATASET_HUE_CAST,
-            "cast_mode": CAST_MODE, "illuminant": CAMERA_ILLUMINANT_HUE, "split": SPLIT, "classnames": list(CLASSNAMES)}
+def _params(seed, n_train, n_val, n_test, world=SHAPES_WORLD):
+    params = {"version": WORLD_VERSION, "seed": int(seed), "n_train": int(n_train), "n_val": int(n_val),
+              "n_test": int(n_test), "image_size": IMAGE_SIZE, "hue_cast": DATASET_HUE_CAST,
+              "cast_mode": CAST_MODE, "illuminant": CAMERA_ILLUMINANT_HUE, "split": SPLIT,
+              "classnames": list(world.classnames)}
+    return params if world is SHAPES_WORLD else {**params, "world": world.name}
 
 
-def is_generated(dataset_dir: str, seed=0, n_train=DEFAULT_N_TRAIN, n_val=DEFAULT_N_VAL, n_test=DEFAULT_N_TEST) -> bool:
+def is_generated(dataset_dir: str, seed=0, n_train=DEFAULT_N_TRAIN, n_val=DEFAULT_N_VAL, n_test=DEFAULT_N_TEST,
+                 world=SHAPES_WORLD) -> bool:
     """Whether `dataset_dir` holds a finished generation with exactly these parameters."""
     marker = os.path.join(dataset_dir, MARKER_FILENAME)
-    if not (os.path.isfile(marker) and os.path.isfile(os.path.join(dataset_dir, SPLIT_FILENAME))):
+    if not (os.path.isfile(marker) and os.path.isfile(os.path.join(dataset_dir, world.split_file))):
         return False
     try:
         with open(marker) as f:
-            return json.load(f) == _params(seed, n_train, n_val, n_test)
+            return json.load(f) == _params(seed, n_train, n_val, n_test, world)
     except (OSError, ValueError):
         return False
 
 
 def generate(root: str, seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_val: int = DEFAULT_N_VAL,
-             n_test: int = DEFAULT_N_TEST, force: bool = False, progress: bool = True) -> str:
-    """Write the Shapes dataset under `<root>/shapes` (unless already there) and return that dir.
+             n_test: int = DEFAULT_N_TEST, force: bool = False, progress: bool = True, world: str = "shapes") -> str:
+    """Write the Shapes dataset (or a cross-dataset target world of TARGET_WORLDS) under
+    `<root>/<world>` (unless already there) and return that dir.
 
     Deterministic: the same arguments give byte-identical files. A generation is written into a
     temporary sibling directory and moved into place when finished, and the parameter marker is
     written last, so an interrupted or differently parametrised generation is redone, not reused.
     """
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; choose from {', '.join(WORLDS)}")
+    spec = WORLDS[world]
     root = os.path.abspath(os.path.expanduser(root))
-    dataset_dir = os.path.join(root, DATASET_DIRNAME)
-    if not force and is_generated(dataset_dir, seed, n_train, n_val, n_test):
+    dataset_dir = os.path.join(root, spec.name)
+    if not force and is_generated(dataset_dir, seed, n_train, n_val, n_test, spec):
         return dataset_dir
 
     from tqdm import tqdm
 
     os.makedirs(root, exist_ok=True)
-    tmp_dir = os.path.join(root, f".{DATASET_DIRNAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp_dir = os.path.join(root, f".{spec.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     image_dir = os.path.join(tmp_dir, "images")
     counts = dict(zip(SPLIT_NAMES, (n_train, n_val, n_test)))
     split = {name: [] for name in SPLIT_NAMES}
     try:
-        for label, classname in enumerate(CLASSNAMES):
+        for label, classname in enumerate(spec.classnames):
             os.makedirs(os.path.join(image_dir, class_folder(classname)))
-        total = NUM_CLASSES * sum(counts.values())
-        with tqdm(total=total, desc="Generating Shapes", unit="img", disable=not progress) as bar:
+        total = len(spec.classnames) * sum(counts.values())
+        stream = STREAM_DATASET if spec is SHAPES_WORLD else STREAM_DATASET + 1 + list(TARGET_WORLDS).index(world)
+        with tqdm(total=total, desc=f"Generating {spec.name}", unit="img", disable=not progress) as bar:
             for split_id, name in enumerate(SPLIT_NAMES):
                 offset = sum(counts[s] for s in SPLIT_NAMES[:split_id])
-                for label, classname in enumerate(CLASSNAMES):
+                for label, classname in enumerate(spec.classnames):
                     for i in range(counts[name]):
-                        img, _ = sample_image(_image_rng(seed, STREAM_DATASET, split_id, label, i), label,
-                                              hue_cast=camera_hue_shift(CLASSES[label]["colour"]))
+                        img, _ = _sample_world_image(spec, _image_rng(seed, stream, split_id, label, i), label)
                         relpath = f"{class_folder(classname)}/{offset + i:05d}.png"
                         with open(os.path.join(image_dir, relpath), "wb") as f:
                             f.write(_png_bytes(img))
                         split[name].append([relpath, label, classname])
                         bar.update(1)
-        with open(os.path.join(tmp_dir, SPLIT_FILENAME), "w") as f:
+        with open(os.path.join(tmp_dir, spec.split_file), "w") as f:
             json.dump(split, f, indent=4, separators=(",", ": "))
         with open(os.path.join(tmp_dir, MARKER_FILENAME), "w") as f:
-            json.dump(_params(seed, n_train, n_val, n_test), f, indent=1)
+            json.dump(_params(seed, n_train, n_val, n_test, spec), f, indent=1)
         if os.path.exists(dataset_dir):
             # Make the old copy unusable before removing it, then move the finished one in.
-            old = os.path.join(root, f".{DATASET_DIRNAME}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            old = os.path.join(root, f".{spec.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             os.replace(dataset_dir, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp_dir, dataset_dir)
@@ -412,8 +469,14 @@ def main(argv=None):
     p.add_argument("--n-val", type=int, default=DEFAULT_N_VAL, help="val images per class")
     p.add_argument("--n-test", type=int, default=DEFAULT_N_TEST, help="test images per class")
     p.add_argument("--force", action="store_true", help="regenerate even if a matching copy exists")
+    p.add_argument("--targets", action="store_true",
+                   help=f"also generate the cross-dataset target worlds ({', '.join(TARGET_WORLDS)})")
     args = p.parse_args(argv)
     out = generate(args.root, args.seed, args.n_train, args.n_val, args.n_test, force=args.force)
+    for name in TARGET_WORLDS if args.targets else ():
+        target = generate(args.root, args.seed, args.n_train, args.n_val, args.n_test, force=args.force, world=name)
+        print(f"Cross-dataset target {name} at {target}: {len(TARGET_WORLDS[name].classnames)} classes "
+              f"({', '.join(TARGET_WORLDS[name].classnames[:3])}, ...)")
     base, new = base_new_labels()
     print(f"Shapes dataset at {out}: {NUM_CLASSES} classes ({len(base)} base, {len(new)} new), "
           f"{args.n_train}/{args.n_val}/{args.n_test} train/val/test images per class, {IMAGE_SIZE}x{IMAGE_SIZE} px")
