@@ -96,6 +96,19 @@ def test_generator_bias_reaches_every_context_token(tiny_clip):
                                                for k in mod.state_dict()])
 
 
+def test_the_vae_draws_its_context_first_as_the_released_code_builds_it(tiny_clip):
+    """The VAE's construction order (context, encoder, generator) decides every seeded number of a
+    SHIP run: the context is the first draw after the seed (the README's world table depends on it)."""
+    from trainers.ship import PromptVAE
+    text_encoder, tokenizer = tiny_clip
+    torch.manual_seed(7)
+    vae = PromptVAE(text_encoder, tokenizer, ["red circle"], feat_dim=32, n_ctx=4, enc_hidden=16, gen_hidden=16,
+                    latent=8)
+    width = vae.prompt_learner.ctx.shape[-1]
+    torch.manual_seed(7)
+    assert torch.equal(vae.prompt_learner.ctx, torch.empty(4, width).normal_(std=0.02))
+
+
 def test_sequential_bias_adds_one_vector_per_context_token(tiny_clip):
     """Table 5's [r1, ..., rL]: the generator's output, read as (L, width), shifts token i by r_i."""
     from trainers.ship import PromptVAE

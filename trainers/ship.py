@@ -108,18 +108,21 @@ class PromptVAE(nn.Module):
         super().__init__()
         object.__setattr__(self, "text_encoder", text_encoder)
         self.latent, self.kind = latent, generator
-        self.encoder = FeatureEncoder(feat_dim, enc_hidden, latent)
+        # Built in this order (context, encoder, generator) so the RNG draws of the default SHIP are
+        # those of the released code's construction.
         if generator == "mlp":
             self.register_buffer("class_features", class_features, persistent=False)
-            self.generator = FeatureGenerator(latent, gen_hidden, feat_dim, leaky_slope)
         else:
             self.prompt_learner = PromptLearner(text_encoder, tokenizer, classnames, n_ctx=n_ctx, ctx_init="",
                                                 init_std=init_std)
             if not global_prompt:  # the prompt is the local bias alone
                 self.prompt_learner.ctx.data.zero_()
                 self.prompt_learner.ctx.requires_grad_(False)
-            ctx_dim = self.prompt_learner.ctx.shape[-1]
-            self.generator = BiasGenerator(latent, gen_hidden, ctx_dim, leaky_slope,
+        self.encoder = FeatureEncoder(feat_dim, enc_hidden, latent)
+        if generator == "mlp":
+            self.generator = FeatureGenerator(latent, gen_hidden, feat_dim, leaky_slope)
+        else:
+            self.generator = BiasGenerator(latent, gen_hidden, self.prompt_learner.ctx.shape[-1], leaky_slope,
                                            n_tokens=n_ctx if bias == "sequential" else 0)
         init_weights(self.encoder, init_std)
         init_weights(self.generator, init_std)
