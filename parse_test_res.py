@@ -19,13 +19,14 @@ published numbers (``--reference``, from configs/reference_results.json) that we
 than read from their source are marked ``*``. The reading and the tables are clipadapt/results.py.
 """
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from clipadapt.protocols import PROTOCOLS
 from clipadapt.results import (BASE2NEW_RUNS, FEWSHOT_RUNS, GZSL_RUNS, REFERENCE_FILE, XD_SOURCE_RUNS, XD_TARGET_RUNS,
-                               ResultError, build_table, format_footnotes, format_table, load_reference,
-                               parse_directory, parse_multi_exp, row_cells, save_plot, warn)
+                               TERMINAL_WIDTH, ResultError, build_table, format_footnotes, format_table, load_reference,
+                               narrow_views, parse_directory, parse_multi_exp, row_cells, save_plot, warn)
 
 
 # -------------------- Command line ----------------------------------------------------------
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", action="store_true", help="add published numbers, e.g. 'CoOp (paper)'")
     parser.add_argument("--reference-file", default=str(REFERENCE_FILE), help="published numbers (JSON)")
     parser.add_argument("--plot", metavar="FILE.png", help="fewshot curves or base2new bars")
+    parser.add_argument("--wide", action="store_true",
+                        help="one table with every column (default: a table wider than the terminal, or 80 "
+                             "columns when output goes to a file, is split into views that fit, each method named "
+                             "by a key the legend spells out)")
     return parser
 
 
@@ -59,8 +64,10 @@ def run_table(args) -> None:
         layout = {"base2new": "base2new/{train_base,test_base,test_new}/" + BASE2NEW_RUNS, "gzsl": "gzsl/" + GZSL_RUNS,
                   "fewshot": "fewshot/" + FEWSHOT_RUNS}.get(args.table, f"imagenet/{XD_SOURCE_RUNS}/log.txt and evaluation/{XD_TARGET_RUNS}")
         warn(f"no {args.table} results under {root} (expected {layout}/log.txt)")
-    print(format_table(table, args.format))
-    notes = format_footnotes(table, args.format)
+    width = shutil.get_terminal_size((TERMINAL_WIDTH, 24)).columns
+    views, legend = ([table], []) if args.wide or args.format != "markdown" else narrow_views(table, width)
+    print("\n\n".join(format_table(view, args.format) for view in views))
+    notes = "\n".join(legend + [format_footnotes(table, args.format)]).strip("\n")
     # csv stays machine-readable: notes go to stderr
     print("\n" + notes if args.format != "csv" else notes, file=sys.stderr if args.format == "csv" else sys.stdout)
     if args.plot:

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 from tabulate import tabulate
@@ -190,9 +190,24 @@ def folder_disagreement(run_dir: Path, fields: dict) -> Optional[str]:
     return f"its {runs.RUN_FILE} records " + ", ".join(differ) if differ else None
 
 
-def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Optional[str] = None) -> Dict:
+# What a method's runs were run with, as their run.json records it (for the table's notes and the
+# protocol checks against the published rows): {Method: {"backbone", "epochs", "config"}}.
+SETUP_KEYS = {"backbone": "MODEL.BACKBONE.NAME", "epochs": "OPTIM.MAX_EPOCH"}
+
+
+def run_setup(run_dir: Path) -> dict:
+    recorded, _ = runs.read_run_record(str(run_dir))
+    config = (recorded or {}).get("config") or {}
+    setup = {name: config[key] for name, key in SETUP_KEYS.items() if key in config}
+    if recorded and recorded.get("config_name"):
+        setup["config"] = recorded["config_name"]
+    return setup
+
+
+def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Optional[str] = None,
+              setups: Optional[Dict] = None) -> Dict:
     """``{(dataset, Method): {seed: {keyword: value}}}``; unreadable runs are skipped with a warning (a key
-    whose runs were all skipped maps to ``{}``)."""
+    whose runs were all skipped maps to ``{}``). `setups` (a dict) collects each method's run_setup."""
     found: Dict = {}
     for fields, run_dir in match_run_dirs(base, pattern):
         if trainers and fields["trainer"] not in trainers:
@@ -212,6 +227,10 @@ def load_runs(base: Path, pattern: str, keywords, trainers=None, dataset: Option
             warn(f"skipping {run_dir}: no {runs.RESULT_FILE} and no {LOG_NAME}")
             continue
         found[key][int(fields["seed"])] = metrics
+        if setups is not None:
+            setup = run_setup(run_dir)
+            if setup:
+                setups.setdefault((key[1].trainer, key[1].cfg), []).append(setup)
     return found
 
 
@@ -259,6 +278,7 @@ class Table:
     rows: List[list]  # [label, Cell, ..., seeds text]
     footnotes: List[str] = field(default_factory=list)
     series: dict = field(default_factory=dict)  # numbers for --plot
+    groups: list = field(default_factory=list)  # [(label, [sub-column names])] after the first column
 
 
 def seed_mean(per_seed: Dict[int, dict], keyword: str, seeds=None) -> Cell:
@@ -357,6 +377,59 @@ def interleave(methods: List[Method], labels: Dict[Method, str], references: Dic
             [(name, e) for name, e in references.items() if e["trainer"] == t]]
 
 
+PROTOCOL_SHOTS = 16  # the shots of every published base2new, xd, dg and gzsl row
+NOT_SAME_MARK = "‡"
+
+
+def setup_text(setups: List[dict]) -> str:
+    """"config shapes, backbone shapes-clip, 30 epochs" (several values joined by '/')."""
+    parts = []
+    for name in ("config", "backbone", "epochs"):
+        values = sorted({str(s[name]) for s in setups if name in s})
+        if values:
+            parts.append(f"{name} {'/'.join(values)}" if name != "epochs" else f"{'/'.join(values)} epochs")
+    return ", ".join(parts)
+
+
+def comparison_notes(protocol: str, labels: Dict, setups: Dict, references: Dict[str, dict], datasets) -> List[str]:
+    """Footnotes naming what our rows ran (config, backbone, epochs), and warnings where a published
+    row beside them ran another protocol (backbone, shots) or averages other datasets."""
+    def of(m):
+        return setups.get((m.trainer, m.cfg), [])
+    def text(m):
+        setups_of = of(m) if m.trainer not in runs.NON_LEARNING_TRAINERS else [
+            {k: v for k, v in setup.items() if k != "epochs"} for setup in of(m)]  # nothing trains
+        return setup_text(setups_of) + (f", {m.shots} shots" if m.shots else "")
+    notes = [f"{labels[m]} (ours): {text(m)}" for m in labels if of(m)]
+    if not references:
+        return notes
+    ours_backbones = {str(s.get("backbone")) for m in labels for s in of(m) if s.get("backbone")}
+    for name, entry in references.items():
+        theirs = entry.get("backbone", "")
+        if ours_backbones and theirs and ours_backbones != {theirs}:
+            warn(f"{protocol}: {name} ran {theirs}; ours ran {', '.join(sorted(ours_backbones))}: compare their "
+                 "differences between methods, not their values")
+            break
+    if protocol in ("base2new", "xd", "dg", "gzsl"):
+        other = sorted({f"{labels[m]} at {m.shots}" for m in labels if m.shots and m.shots != PROTOCOL_SHOTS})
+        if other:
+            warn(f"{protocol}: the published rows are {PROTOCOL_SHOTS}-shot; ours: {', '.join(other)} shots")
+    expected = DEFAULT_DATASETS.get(protocol, ())
+    if any("average" in e["results"] for e in references.values()) and set(datasets) != set(expected):
+        notes.append(f"{NOT_SAME_MARK} a paper's mean over its {len(expected)} datasets; ours average "
+                     f"{', '.join(datasets) or 'no dataset'}: not the same datasets")
+    return notes
+
+
+def published_cell(entry: dict, dataset: str, key: str, protocol: str, datasets) -> Cell:
+    """A published value; its 'average' marked when our table averages other datasets than the paper's."""
+    cell = reference_cell(entry, dataset.lower(), key)
+    if dataset.lower() == "average" and cell.value is not None and \
+            set(datasets) != set(DEFAULT_DATASETS.get(protocol, ())):
+        cell.mark += NOT_SAME_MARK
+    return cell
+
+
 def reference_footnotes(used: Dict[str, dict], marked: bool) -> List[str]:
     notes = [f"{name}: {e['source']}; backbone {e['backbone']}" +
              (f"; Average: {e['results']['average']['source']}" if "source" in e["results"].get("average", {}) else "")
@@ -376,7 +449,8 @@ def finish_table(table: Table, references: Dict[str, dict]) -> Table:
     return table
 
 
-def build_pair_table(protocol, pairs, methods, datasets, names, ref_keys, references, trainers=None) -> Table:
+def build_pair_table(protocol, pairs, methods, datasets, names, ref_keys, references, trainers=None,
+                     setups=None) -> Table:
     """Rows per dataset plus Average; per method (first, second, HM of the two).
 
     ``pairs[(dataset, method)] = (first Cell, second Cell)``. The Average row averages first and
@@ -390,7 +464,7 @@ def build_pair_table(protocol, pairs, methods, datasets, names, ref_keys, refere
         row = [dataset]
         for label, source in columns:
             if isinstance(source, dict):  # published numbers
-                cells = [reference_cell(source, dataset.lower(), k) for k in ref_keys]
+                cells = [published_cell(source, dataset, k, protocol, datasets) for k in ref_keys]
             elif dataset != "Average":
                 first, second = pairs.get((dataset, source), (Cell(), Cell()))
                 both = first.value is not None and second.value is not None
@@ -411,13 +485,16 @@ def build_pair_table(protocol, pairs, methods, datasets, names, ref_keys, refere
     table = Table(protocol, headers, rows, series={"rows": datasets + ["Average"], "bars": bars, "names": names})
     table.footnotes.append(f"{h} = 2*{a}*{b}/({a}+{b}); Average: {a} and {b} are means over datasets, "
                            f"{h} is the {h} of those means")
+    table.groups = [(label, list(names)) for label, _ in columns]
+    table.footnotes += comparison_notes(protocol, labels, setups or {}, references, datasets)
     mark_missing_rows(table, protocol, datasets)
     return finish_table(table, references)
 
 
 def build_base2new_table(root="output", trainers=None, reference=None, keyword="accuracy") -> Table:
     base_dir = Path(root) / "base2new"
-    trained = load_runs(base_dir / "train_base", BASE2NEW_RUNS, [keyword], trainers)
+    setups: Dict = {}
+    trained = load_runs(base_dir / "train_base", BASE2NEW_RUNS, [keyword], trainers, setups=setups)
     tested_base = load_runs(base_dir / "test_base", BASE2NEW_RUNS, [keyword], trainers)
     tested_new = load_runs(base_dir / "test_new", BASE2NEW_RUNS, [keyword], trainers)
     keys = set(trained) | set(tested_base) | set(tested_new)
@@ -437,16 +514,18 @@ def build_base2new_table(root="output", trainers=None, reference=None, keyword="
     datasets = sorted({d for d, _ in keys})
     references = select_references(reference, "base2new", trainers, datasets)
     return build_pair_table("base2new", pairs, methods, datasets, ("Base", "New", "HM"),
-                            ("base", "new", "hm"), references, trainers)
+                            ("base", "new", "hm"), references, trainers, setups)
 
 
 def build_gzsl_table(root="output", trainers=None, reference=None) -> Table:
-    runs = load_runs(Path(root) / "gzsl", GZSL_RUNS, ["acc_seen", "acc_unseen"], trainers)
+    setups: Dict = {}
+    runs = load_runs(Path(root) / "gzsl", GZSL_RUNS, ["acc_seen", "acc_unseen"], trainers, setups=setups)
     pairs = {key: (seed_mean(r, "acc_seen"), seed_mean(r, "acc_unseen")) for key, r in runs.items()}
     methods = order_methods(read_methods(runs), trainers)
     datasets = sorted({d for d, _ in runs})
     references = select_references(reference, "gzsl", trainers, datasets)
-    return build_pair_table("gzsl", pairs, methods, datasets, ("S", "U", "H"), ("s", "u", "h"), references, trainers)
+    return build_pair_table("gzsl", pairs, methods, datasets, ("S", "U", "H"), ("s", "u", "h"), references, trainers,
+                            setups)
 
 
 def transfer_source(root: Path) -> str:
@@ -462,7 +541,8 @@ def build_transfer_table(protocol, root="output", trainers=None, reference=None,
     root = Path(root)
     source_name = transfer_source(root) if protocol == "xd" else SOURCE_DATASET
     targets_of_source = XD_SOURCES[source_name]
-    source = load_runs(root / source_name, XD_SOURCE_RUNS, [keyword], trainers, dataset=source_name)
+    setups: Dict = {}
+    source = load_runs(root / source_name, XD_SOURCE_RUNS, [keyword], trainers, dataset=source_name, setups=setups)
     targets = load_runs(root / "evaluation", XD_TARGET_RUNS, [keyword], trainers)
     known = targets_of_source if protocol == "xd" else DG_TARGETS
     found = {d for d, _ in targets}
@@ -476,21 +556,24 @@ def build_transfer_table(protocol, root="output", trainers=None, reference=None,
     references = select_references(reference, protocol, trainers, (source_name, *known))
     headers = ["Method", f"{source_name} (source)", *known, average_label(protocol, list(known)), "seeds"]
     rows = []
-    for label, item in interleave(methods, method_labels(methods), references, trainers):
+    labels = method_labels(methods)
+    for label, item in interleave(methods, labels, references, trainers):
         if isinstance(item, dict):
-            cells = [reference_cell(item, d, "accuracy") for d in (source_name, *known, "average")]
+            cells = [published_cell(item, d, "accuracy", protocol, known) for d in (source_name, *known, "average")]
         else:
             cells = [seed_mean(runs.get((d, item), {}), keyword) for d in (source_name, *known)]
             cells.append(mean_cell(cells[1:], len(known)))
         rows.append([label, *cells, seeds_text(cells)])
     table = Table(protocol, headers, rows)
     table.footnotes.append(f"Average: mean over the {len(known)} target datasets (source excluded)")
+    table.footnotes += comparison_notes(protocol, labels, setups, references, known)
     table.footnotes += partial_average_notes(protocol, list(known))
     return finish_table(table, references)
 
 
 def build_fewshot_table(root="output", trainers=None, reference=None, keyword="accuracy") -> Table:
-    runs = load_runs(Path(root) / "fewshot", FEWSHOT_RUNS, [keyword], trainers)
+    setups: Dict = {}
+    runs = load_runs(Path(root) / "fewshot", FEWSHOT_RUNS, [keyword], trainers, setups=setups)
     by_method: Dict = {}
     for (dataset, m), per_seed in runs.items():  # one column group per trainer/cfg, shots as columns
         by_method.setdefault(m._replace(shots=0), {})[(dataset, m.shots)] = seed_mean(per_seed, keyword)
@@ -506,7 +589,7 @@ def build_fewshot_table(root="output", trainers=None, reference=None, keyword="a
         row = [dataset]
         for label, item in columns:
             if isinstance(item, dict):
-                cells = [reference_cell(item, dataset.lower(), str(s)) for s in shots]
+                cells = [published_cell(item, dataset, str(s), "fewshot", datasets) for s in shots]
             elif dataset != "Average":
                 cells = [by_method[item].get((dataset, s), Cell()) for s in shots]
             else:
@@ -517,6 +600,8 @@ def build_fewshot_table(root="output", trainers=None, reference=None, keyword="a
         rows.append(row + [seeds_text(row_cells(rows + [row] if dataset == "Average" else [row]))])
     rows[-1][0] = average_label("fewshot", datasets)
     table = Table("fewshot", headers, rows, series={"rows": datasets + ["Average"], "shots": shots, "lines": lines})
+    table.groups = [(label, [f"{s}-shot" for s in shots]) for label, _ in columns]
+    table.footnotes += comparison_notes("fewshot", labels, setups, references, datasets)
     mark_missing_rows(table, "fewshot", datasets)
     return finish_table(table, references)
 
@@ -540,6 +625,61 @@ def format_table(table: Table, fmt="markdown") -> str:
         return buffer.getvalue().rstrip("\n")
     tablefmt = {"markdown": "github", "latex": "latex_booktabs"}[fmt]
     return tabulate(body, headers=table.headers, tablefmt=tablefmt, disable_numparse=True)
+
+
+TERMINAL_WIDTH = 80  # when the terminal's width is unknown (output to a file or pipe, COLUMNS unset)
+
+
+def _width(table: Table) -> int:
+    return max(len(line) for line in format_table(table).splitlines())
+
+
+def _key(i: int) -> str:
+    """A, B, ..., Z, AA, AB, ...: the short name of column group i in a narrow view."""
+    return _key(i // 26 - 1) + chr(65 + i % 26) if i >= 26 else chr(65 + i)
+
+
+def narrow_views(table: Table, width: int = TERMINAL_WIDTH) -> Tuple[List[Table], List[str]]:
+    """(tables, legend): the table as it is when it fits `width` columns; else views that do. A table
+    of column groups (each method's Base / New / HM, or its shots) gives one view per sub-column
+    ("Dataset (HM)"), a column per method named by a key ("A") that the legend spells out; any view
+    still too wide, and a table without groups, is split by columns. Every view keeps the first and
+    the seeds column."""
+    if _width(table) <= width:
+        return [table], []
+    last = len(table.headers) - 1 if table.headers[-1] == "seeds" else len(table.headers)
+    tail = table.headers[last:]
+    legend, pieces = [], []  # pieces: (first header, [(header, column index)])
+    if table.groups:
+        start, starts = 1, []
+        for i, (label, subs) in enumerate(table.groups):
+            legend.append(f"{_key(i)} = {label}")
+            starts.append(start)
+            start += len(subs)
+        keyed = [(f"{_key(i)} {sub}", starts[i] + j) for i, (_, subs) in enumerate(table.groups)
+                 for j, sub in enumerate(subs)]
+        whole = Table(table.protocol, [table.headers[0]] + [h for h, _ in keyed] + table.headers[last:],
+                      [[row[0]] + [row[c] for _, c in keyed] + row[last:] for row in table.rows])
+        if _width(whole) <= width:  # the methods' keys are enough: one table
+            return [whole], legend
+        for j, sub in enumerate(table.groups[0][1]):
+            pieces.append((f"{table.headers[0]} ({sub})", [(_key(i), starts[i] + j) for i in range(len(starts))]))
+    else:
+        pieces.append((table.headers[0], [(table.headers[c], c) for c in range(1, last)]))
+
+    def view(first, chosen):
+        return Table(table.protocol, [first] + [h for h, _ in chosen] + tail,
+                     [[row[0]] + [row[c] for _, c in chosen] + row[last:] for row in table.rows])
+    views = []
+    for first, columns in pieces:
+        current = []
+        for column in columns:
+            if current and _width(view(first, current + [column])) > width:
+                views.append(view(first, current))
+                current = []
+            current.append(column)
+        views.append(view(first, current))
+    return views, legend
 
 
 def format_footnotes(table: Table, fmt="markdown") -> str:

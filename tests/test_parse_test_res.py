@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -262,12 +263,14 @@ def test_base2new_reference_columns(tmp_path):
     table = ptr.build_base2new_table(root, trainers=["CoOp"], reference=reference)
     assert table.headers[4:7] == ["CoOp (paper) Base", "CoOp (paper) New", "CoOp (paper) HM"]
     paper = column(table, "CoOp (paper) Base")
-    assert paper == {"dtd": "79.44", "eurosat": "92.19", "Average": "82.69"}  # read rows: no '*'
+    # Read rows: no '*'; the paper's Average is over its 11 datasets, ours over dtd and eurosat: marked.
+    assert paper == {"dtd": "79.44", "eurosat": "92.19", "Average": "82.69‡"}
+    assert "‡ a paper's mean over its 11 datasets; ours average dtd, eurosat: not the same datasets" in table.footnotes
     assert any(note.startswith("CoOp (paper): CoCoOp paper") and "TransAgent" in note for note in table.footnotes)
     assert not any("recalled" in note for note in table.footnotes)
     full = ptr.build_base2new_table(root, reference=reference)
     assert "ZeroshotCLIP (paper) HM" in full.headers and "PromptSRC (paper) HM" in full.headers
-    assert column(full, "MaPLe (paper) HM")["Average"] == "78.55"
+    assert column(full, "MaPLe (paper) HM")["Average"] == "78.55‡"
     ordered = ptr.build_base2new_table(root, trainers=["ZeroshotCLIP", "CoOp"], reference=reference)
     assert ordered.headers[1] == "ZeroshotCLIP (paper) Base" and ordered.headers[4] == "CoOp Base"
     assert "MaPLe (paper) HM" not in ordered.headers
@@ -415,6 +418,49 @@ def test_several_reference_rows_of_one_trainer_each_keep_their_column(tmp_path):
     table = ptr.build_base2new_table(tmp_path, trainers=["IVLP"], reference=ptr.load_reference())
     average = [r for r in table.rows if r[0] == "Average (1 of 11)"][0]
     averages = {h: getattr(c, "text", lambda: c)() for h, c in zip(table.headers, average)}
-    assert averages["IVLP (2+2, 5 epochs) (paper) Base"] == "82.15"
-    assert averages["IVLP (language only) (paper) Base"] == "81.72"
-    assert averages["IVLP (4+4, 20 epochs) (paper) HM"] == "77.51"
+    assert averages["IVLP (2+2, 5 epochs) (paper) Base"] == "82.15‡"
+    assert averages["IVLP (language only) (paper) Base"] == "81.72‡"
+    assert averages["IVLP (4+4, 20 epochs) (paper) HM"] == "77.51‡"
+
+
+def test_a_wide_table_prints_as_views_that_fit_80_columns_with_the_same_cells(tmp_path):
+    """One view per measure (Base, New, HM), a column per method named by a key the legend spells out;
+    every cell is the wide table's; --wide (or a wide terminal) prints the one table."""
+    root = make_base2new_tree(tmp_path)
+    table = ptr.build_base2new_table(root, reference=ptr.load_reference())
+    assert max(len(line) for line in ptr.format_table(table).splitlines()) > 80
+    views, legend = ptr.narrow_views(table, 80)
+    keys = dict(line.split(" = ", 1) for line in legend)
+    assert list(keys.values()) == [label for label, _ in table.groups]
+    for view in views:
+        assert max(len(line) for line in ptr.format_table(view).splitlines()) <= 80
+        measure = view.headers[0].split("(")[1].rstrip(")")
+        for key in view.headers[1:-1]:
+            for row, wide_row in zip(view.rows, table.rows):
+                wide = wide_row[table.headers.index(f"{keys[key]} {measure}")]
+                assert row[view.headers.index(key)].text() == wide.text() and row[0] == wide_row[0]
+    assert {v.headers[0] for v in views} == {"Dataset (Base)", "Dataset (New)", "Dataset (HM)"}
+    narrow = run_cli("--table", "base2new", "--root", root, "--reference")
+    assert narrow.returncode == 0 and "A = CoOp" in narrow.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines() if line.startswith("|")) <= 80
+    for wide in (run_cli("--table", "base2new", "--root", root, "--reference", "--wide"),
+                 subprocess.run([sys.executable, "parse_test_res.py", "--table", "base2new", "--root", str(root),
+                                 "--reference"], cwd=REPO, capture_output=True, text=True,
+                                env=dict(os.environ, COLUMNS="100000"))):
+        assert "| CoOp (paper) Base" in wide.stdout and "A = CoOp" not in wide.stdout
+
+
+def test_notes_name_what_our_rows_ran_and_warn_where_a_published_row_ran_another_protocol(capsys):
+    m = ptr.Method("CoOp", "vit_b32_ctxv1", 4)
+    setups = {("CoOp", "vit_b32_ctxv1"): [{"backbone": "ViT-B/32", "epochs": 5, "config": "vit_b32_ctxv1"}]}
+    references = {"CoOp (paper)": {"trainer": "CoOp", "backbone": "ViT-B/16",
+                                   "results": {"average": {"base": 82.69, "new": 63.22, "hm": 71.66}}}}
+    notes = ptr.comparison_notes("base2new", {m: "CoOp"}, setups, references, ["eurosat"])
+    assert notes[0] == "CoOp (ours): config vit_b32_ctxv1, backbone ViT-B/32, 5 epochs, 4 shots"
+    assert notes[1].startswith("‡ a paper's mean over its 11 datasets; ours average eurosat")
+    err = capsys.readouterr().err
+    assert "CoOp (paper) ran ViT-B/16; ours ran ViT-B/32" in err and "published rows are 16-shot; ours: CoOp at 4" in err
+    same = ptr.comparison_notes("base2new", {m._replace(shots=16): "CoOp"},
+                                {("CoOp", "vit_b32_ctxv1"): [{"backbone": "ViT-B/16"}]}, references,
+                                list(ptr.DEFAULT_DATASETS["base2new"]))
+    assert same == ["CoOp (ours): backbone ViT-B/16, 16 shots"] and capsys.readouterr().err == ""

@@ -43,7 +43,9 @@ def test_base2new_runs_every_seed_prints_the_table_and_skips_finished_runs(shape
     assert (Path(folder["base2new_train"]) / "result.json").is_file()
     assert "=== Restarting the unfinished run" in killed.read_text()  # continued, so the table reads it
     assert not list(killed.parent.glob("log.txt-*"))
-    assert "ZeroshotCLIP Base" in first.stdout and "ZeroshotCLIP HM" in first.stdout
+    # an 80-column table: the method named by a key, spelled out below it
+    assert "| A Base" in first.stdout and "A = ZeroshotCLIP" in first.stdout
+    assert max(len(line) for line in first.stdout.splitlines() if line.startswith("|")) <= 80
     row = table_row(first.stdout, "shapes")
     base, new, hm = (float(x) for x in row[1:4])
     assert hm == pytest.approx(2 * base * new / (base + new), abs=0.01)

@@ -166,7 +166,7 @@ def test_an_ablation_trains_into_its_own_folder_and_the_table_shows_both(shapes_
                                                "TRAINER.COOP.N_CTX", "4"], shapes_root, out)
     assert f"The results exist at {out}/fewshot/shapes/CoOp/{folders[1].parent.name}/seed1" in again.stdout
 
-    table = subprocess.run([sys.executable, "parse_test_res.py", "--table", "fewshot", "--root", str(out)],
+    table = subprocess.run([sys.executable, "parse_test_res.py", "--table", "fewshot", "--root", str(out), "--wide"],
                            cwd=REPO, capture_output=True, text=True)
     header, _, row = table_cells(table.stdout)[:3]
     # one column group per config; the cell is each run's own result.json accuracy
