@@ -140,13 +140,14 @@ def record_start(args, cfg):
     runs.start_run(cfg.OUTPUT_DIR, identity)
 
 
-def record_result(cfg, started):
-    """result.json beside the log once the run has printed its final result."""
+def record_result(cfg, wall_time_s):
+    """result.json beside the log once the run has printed its final result; `wall_time_s` counts
+    every segment of a resumed run (each up to the checkpoint the next one continued from)."""
     log = getattr(sys.stdout, "file", None)
     log_path = getattr(log, "name", "") if log is not None else ""
     if log is not None:
         log.flush()
-    runs.write_result(cfg.OUTPUT_DIR, cfg, log_path, time.time() - started, engine=ENGINE)
+    runs.write_result(cfg.OUTPUT_DIR, cfg, log_path, wall_time_s, engine=ENGINE)
 
 
 def fail(message, code=None):
@@ -228,6 +229,7 @@ def run(args, cfg, started):
         record_start(args, cfg)
 
     trainer = build_trainer(cfg)
+    trainer.segment_started = started  # a resumed run's wall time adds the earlier segments' (checkpoints)
     if args.eval_only:
         if not args.model_dir and trainer.get_model_names():
             print("Warning: --eval-only without --model-dir evaluates the untrained model")
@@ -243,7 +245,7 @@ def run(args, cfg, started):
     else:
         return
     if cfg.OUTPUT_DIR:
-        record_result(cfg, started)
+        record_result(cfg, trainer.wall_time_s())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import hashlib
 import os
 import os.path as osp
 import random
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -402,6 +403,16 @@ class CheckpointMixin:
         np_state = state["numpy"]
         np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
 
+    # Wall-clock seconds of the run before this process: those of the earlier segments up to the
+    # checkpoint a resumed run continues from (0 for a fresh run). train.py sets `segment_started`.
+    wall_time_before = 0.0
+    segment_started = None
+
+    def wall_time_s(self):
+        """The run's wall time so far: earlier segments (to their last checkpoint) plus this one."""
+        started = self.segment_started if self.segment_started is not None else time.time()
+        return self.wall_time_before + (time.time() - started)
+
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         names = self.get_model_names()
         states = {}
@@ -420,6 +431,7 @@ class CheckpointMixin:
                 "val_result": val_result,
                 "meta": self.checkpoint_meta(),
                 "rng": self.rng_state(),
+                "wall_time_s": round(self.wall_time_s(), 2),
             }
             fname = BEST_FILE if is_best else (model_name or checkpoint_file_name(epoch + 1))
             fpath = osp.join(directory, name, fname)
@@ -454,6 +466,8 @@ class CheckpointMixin:
             if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
                 self._scheds[name].load_state_dict(checkpoint["scheduler"])
             start_epoch = checkpoint["epoch"]
+            if isinstance(checkpoint.get("wall_time_s"), (int, float)):
+                self.wall_time_before = float(checkpoint["wall_time_s"])
             if checkpoint.get("rng") is not None:
                 self.set_rng_state(checkpoint["rng"])
             print(f'Loaded model weights from "{fpath}" (epoch = {start_epoch})')

@@ -1,7 +1,10 @@
 """What a CoOp user's first week hits (issue 25): Ctrl-C, the weights named in the log."""
+import json
+import time
+
 import pytest
 
-from helpers import coop_args
+from helpers import coop_args, load_checkpoint
 
 
 def test_ctrl_c_is_one_line_in_the_log_and_the_same_command_resumes(shapes_root, tmp_path, train_main, monkeypatch):
@@ -13,6 +16,7 @@ def test_ctrl_c_is_one_line_in_the_log_and_the_same_command_resumes(shapes_root,
     def interrupted_in_epoch_two(self):
         if self.epoch == 1:
             raise KeyboardInterrupt
+        time.sleep(1.5)  # the first segment's time, which the result must still count
         return real_epoch(self)
     monkeypatch.setattr(trainers.coop.CoOp, "run_epoch", interrupted_in_epoch_two)
     with pytest.raises(SystemExit) as exc:
@@ -25,6 +29,12 @@ def test_ctrl_c_is_one_line_in_the_log_and_the_same_command_resumes(shapes_root,
     assert "Traceback" not in log and "Loaded CLIP tiny-vit with random weights" in log
     assert (run / "prompt_learner" / "model.pth.tar-1").exists() and not (run / "result.json").exists()
     monkeypatch.setattr(trainers.coop.CoOp, "run_epoch", real_epoch)
+    second_started = time.time()
     train_main(args)
+    second = time.time() - second_started
     log = (run / "log.txt").read_text()
     assert "=== Resuming the training run" in log and (run / "result.json").exists()
+    # result.json's wall time counts the first segment (to its checkpoint) and the second
+    first = load_checkpoint(run / "prompt_learner" / "model.pth.tar-1")["wall_time_s"]
+    total = json.loads((run / "result.json").read_text())["wall_time_s"]
+    assert first >= 1.5 and total == pytest.approx(first + second, abs=1.0)
