@@ -332,6 +332,18 @@ class ClipTrainer(*_BASES):
         self._features[cache_id] = feats
         return feats
 
+    # Whether an epoch's batches read cached features of the training images (False for a run that
+    # trains on no image of its own, e.g. SHIP's per-target cross-dataset runs).
+    def reads_training_features(self):
+        return self.use_feature_cache and not self.PROMPTS_IMAGE_ENCODER
+
+    def run_epoch(self):
+        """The epoch's augmented view is extracted (or loaded) first, under its own progress bar and
+        rate, so that the training lines' time and ETA are those of training alone."""
+        if self.reads_training_features():
+            self.cached_features("train_x", self.train_view_index(self.epoch))
+        super().run_epoch()
+
     def train_view_index(self, epoch):
         n_views = self.cfg.FEATURES.TRAIN_VIEWS
         return epoch % n_views if n_views > 0 else epoch

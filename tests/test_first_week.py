@@ -38,3 +38,27 @@ def test_ctrl_c_is_one_line_in_the_log_and_the_same_command_resumes(shapes_root,
     first = load_checkpoint(run / "prompt_learner" / "model.pth.tar-1")["wall_time_s"]
     total = json.loads((run / "result.json").read_text())["wall_time_s"]
     assert first >= 1.5 and total == pytest.approx(first + second, abs=1.0)
+
+
+def test_an_epochs_view_is_extracted_before_its_first_batch_is_timed(shapes_root, tmp_path, train_main, monkeypatch):
+    """Extraction has its own progress bar and rate; the training lines' time and ETA start after it."""
+    import trainers.coop
+    from clipadapt.trainer import ClipTrainer
+    events = []
+    real_features, real_step = ClipTrainer.cached_features, trainers.coop.CoOp.forward_backward
+
+    def features(self, split, view=None):
+        if split == "train_x" and (split, view) not in self._features:
+            events.append(("extract", view))
+        return real_features(self, split, view)
+
+    def step(self, batch):
+        events.append(("batch", self.epoch))
+        return real_step(self, batch)
+    monkeypatch.setattr(ClipTrainer, "cached_features", features)
+    monkeypatch.setattr(trainers.coop.CoOp, "forward_backward", step)
+    train_main(coop_args(shapes_root, tmp_path / "run", "OPTIM.MAX_EPOCH", "2"))
+    first_batches = [events.index(("batch", epoch)) for epoch in (0, 1)]
+    extracted = [events.index(("extract", view)) for view in (0, 1)]
+    assert all(e < b for e, b in zip(extracted, first_batches)), events
+    assert events.index(("extract", 1)) > first_batches[0]  # one view per epoch, each before its batches

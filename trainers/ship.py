@@ -240,6 +240,9 @@ class SHIP(ClipTrainer):
         """A per-target cross-dataset run: it starts from the source run and sees no image of its own."""
         return bool(self.cfg.MODEL.INIT_RUN)
 
+    def reads_training_features(self):
+        return not self.is_target_run and super().reads_training_features()
+
     @property
     def trains_generator_for_targets(self):
         """A per-target cross-dataset source: nothing to synthesize here, but the targets need the generator."""
