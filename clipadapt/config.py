@@ -30,14 +30,24 @@ _TYPE_MISMATCH = re.compile(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)
                             r"for config key: (\S+)", re.S)
 
 
-def _explain(exc, cfg, source):
+def _explain(exc, cfg, source, trainer=""):
     msg = str(exc).strip("'\"")
     if "Non-existent" in msg:
         bad = msg.split(":")[-1].strip()
-        if bad.startswith("TRAINER.") and not cfg.TRAINER.NAME:
+        if bad.startswith("TRAINER.") and not (trainer or cfg.TRAINER.NAME):
             names = ", ".join(sorted(TRAINER_REGISTRY.registered_names()))
             return ConfigError(f'{source} sets "{bad}", a trainer\'s key, but no trainer is chosen: pass --trainer '
                                f"NAME (registered: {names}).")
+        node = ".".join(bad.split(".")[:2])
+        if bad.startswith("TRAINER.") and node not in all_keys(cfg) and not any(
+                k.startswith(node + ".") for k in all_keys(cfg)):
+            owner = [n for n in sorted(TRAINER_REGISTRY.registered_names())
+                     if getattr(TRAINER_REGISTRY.get(n), "CONFIG_NODE", None) == node.split(".")[1]]
+            whose = f"{owner[0]}'s" if owner else "another trainer's"
+            return ConfigError(f'{source} sets "{bad}", a key of {whose} node {node}, but the trainer is '
+                               f"{trainer or cfg.TRAINER.NAME}: use a config of {trainer or cfg.TRAINER.NAME} "
+                               f"(configs/trainers/{trainer or cfg.TRAINER.NAME}/), or --trainer "
+                               f"{owner[0] if owner else 'the one it is for'}.")
         close = difflib.get_close_matches(bad, all_keys(cfg), n=1, cutoff=0.5)
         hint = f' Did you mean "{close[0]}"?' if close else ""
         return ConfigError(f'Unknown config key "{bad}" in {source}.{hint}')
@@ -92,7 +102,7 @@ def check_names(cfg):
             raise ConfigError(unknown_name_message(kind, name, available))
 
 
-def merge_yaml(cfg, path, _seen=()):
+def merge_yaml(cfg, path, _seen=(), trainer=""):
     """Merge a yaml file; a `_BASE_: other.yaml` entry (relative to the file) is merged first, so
     config variants state only what differs."""
     path = os.path.abspath(path)
@@ -103,12 +113,12 @@ def merge_yaml(cfg, path, _seen=()):
     data = read_yaml(path)
     base = data.pop("_BASE_", None)
     if base:
-        merge_yaml(cfg, os.path.join(os.path.dirname(path), base), _seen + (path,))
+        merge_yaml(cfg, os.path.join(os.path.dirname(path), base), _seen + (path,), trainer)
     _ints_to_floats(cfg, data)
     try:
         cfg.merge_from_other_cfg(CfgNode(data))
     except (KeyError, ValueError, AssertionError) as exc:
-        raise _explain(exc, cfg, f'"{path}"') from None
+        raise _explain(exc, cfg, f'"{path}"', trainer) from None
 
 
 def read_yaml(path):
@@ -161,7 +171,7 @@ def build_config(trainer="", dataset_config_file="", config_file="", opts=(), ov
             trainer_cls.add_config(cfg)
     for path in (dataset_config_file, config_file):
         if path:
-            merge_yaml(cfg, path)
+            merge_yaml(cfg, path, trainer=name)
     for key, value in (overrides or {}).items():
         node = cfg
         *parents, leaf = key.split(".")
@@ -176,7 +186,7 @@ def build_config(trainer="", dataset_config_file="", config_file="", opts=(), ov
         try:
             cfg.merge_from_list(_coerce_opts(cfg, opts))
         except (KeyError, ValueError, AssertionError) as exc:
-            raise _explain(exc, cfg, "the command-line options") from None
+            raise _explain(exc, cfg, "the command-line options", name) from None
     return cfg
 
 

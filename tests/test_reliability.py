@@ -244,6 +244,9 @@ def test_bad_config_fails_before_work_with_the_closest_valid_name(shapes_root, t
         (["--trainer", "Coop"] + shapes, [], 'Unknown trainer "Coop". Did you mean "CoOp"? Registered: '),
         (shapes, [], f'"{REPO}/{COOP_CFG}" sets "TRAINER.COOP", a trainer\'s key, but no trainer is chosen: pass '
                      "--trainer NAME (registered: "),
+        (["--trainer", "ZeroshotCLIP"] + shapes, [],
+         f'"{REPO}/{COOP_CFG}" sets "TRAINER.COOP", a key of CoOp\'s node TRAINER.COOP, but the trainer is '
+         "ZeroshotCLIP: use a config of ZeroshotCLIP (configs/trainers/ZeroshotCLIP/), or --trainer CoOp."),
         (coop, ["DATASET.NAME", "Shapse"], 'Unknown dataset "Shapse". Did you mean "Shapes"? Registered: '),
         (["--trainer", "CoOp", "--dataset-config-file", "configs/datasets/shapes.yml"], [],
          'configs/datasets/shapes.yml" does not exist'),
