@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/precisions.sh
 #   PRECS="fp16 amp" TRAINERS="CoOp PVA" SEEDS="1 2" bash benchmarks/precisions.sh
+#   OPTS="OPTIM.MAX_EPOCH 2" bash benchmarks/precisions.sh     # KEY VALUE options for every run
 #
 # The world's configs are fp32, so the fp32 runs keep the plain config name ("CoOp/shapes").
 # DATA (default ./data) holds the world, generated if missing; OUTPUT (default output/precisions)
@@ -19,6 +20,7 @@ OUTPUT=${OUTPUT:-output/precisions}
 PRECS=${PRECS:-fp32 fp16 bf16 amp}
 TRAINERS=${TRAINERS:-ZeroshotCLIP CoOp CoCoOp KgCoOp MaPLe IVLP PromptSRC CLIPAdapter SHIP PVA}
 SEEDS=${SEEDS:-1}
+OPTS=${OPTS:-}
 
 LOGS="${OUTPUT}/logs"
 mkdir -p "$LOGS"
@@ -30,7 +32,7 @@ for TRAINER in $TRAINERS; do
         START=$(date +%s)
         # shellcheck disable=SC2086
         python -m clipadapt.sweep base2new "$TRAINER" shapes --datasets shapes --seeds $SEEDS --data "$DATA" \
-            --output "$OUTPUT" -- "TRAINER.${NODE}.PREC" "$PREC" > "${LOGS}/${TRAINER}_${PREC}.log" 2>&1 || {
+            --output "$OUTPUT" -- "TRAINER.${NODE}.PREC" "$PREC" $OPTS > "${LOGS}/${TRAINER}_${PREC}.log" 2>&1 || {
             echo "FAILED: ${TRAINER} PREC ${PREC} (log: ${LOGS}/${TRAINER}_${PREC}.log)"; tail -5 "${LOGS}/${TRAINER}_${PREC}.log"
             continue; }
         echo "${TRAINER} PREC ${PREC}: $(( $(date +%s) - START )) s"

@@ -42,12 +42,12 @@ def test_precision_check_runs_each_trainer_per_precision_and_cpu_fp16_falls_back
     back to fp32 there, so its row equals fp32's (the config's own PREC, hence the plain name)."""
     import os
     env = dict(os.environ, DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), TRAINERS="CoOp",
-               PRECS="fp32 fp16")
+               PRECS="fp32 fp16", OPTS="OPTIM.MAX_EPOCH 3")
     proc = subprocess.run(["bash", "benchmarks/precisions.sh"], cwd=REPO, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "device: cpu" in proc.stdout and "FAILED" not in proc.stdout
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in proc.stdout.splitlines()
             if line.startswith("| CoOp/")}
-    assert set(rows) == {"CoOp/shapes", "CoOp/shapes_precfp16"}
-    assert rows["CoOp/shapes"] == rows["CoOp/shapes_precfp16"]
+    assert set(rows) == {"CoOp/shapes_maxepoch3", "CoOp/shapes_maxepoch3_precfp16"}  # OPTS reach every run
+    assert rows["CoOp/shapes_maxepoch3"] == rows["CoOp/shapes_maxepoch3_precfp16"]
     assert (tmp_path / "out" / "logs" / "CoOp_fp16.log").is_file()
