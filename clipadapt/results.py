@@ -356,14 +356,21 @@ def load_reference(path=REFERENCE_FILE) -> dict:
 def select_references(reference: Optional[dict], protocol: str, trainers=None, datasets=()) -> Dict[str, dict]:
     """``{'CoOp (paper)': entry}`` for the published methods of ``protocol`` (filtered by trainer, and, when
     the table has `datasets`, to the rows published for at least one of them, or for the average only:
-    SHIP's joint-label-space rows of CoOp's datasets do not stand as empty columns beside a CUB table). A trainer with several published
+    SHIP's joint-label-space rows of CoOp's datasets do not stand as empty columns beside a CUB table;
+    beside a table of none of the protocol's datasets, every row with an Average). A trainer with several published
     rows (IVLP's variants, the SHIP combinations) labels each by its name in the reference file, so none
     hides another."""
     entries = {name: e for name, e in (reference or {}).get(protocol, {}).items()
                if not trainers or e["trainer"] in trainers}
     rows_of = Counter(e["trainer"] for e in entries.values())  # before the dataset filter: labels stay stable
+    # A table of no dataset any paper reports (the built-in world) still gets the papers' Averages (marked).
+    foreign = bool(datasets) and not any(d.lower() in DEFAULT_DATASETS.get(protocol, ()) for d in datasets)
+
+    def shown(e):
+        return (not datasets or set(e["results"]) <= {"average"} or any(d.lower() in e["results"] for d in datasets)
+                or (foreign and "average" in e["results"]))
     return {f"{e['trainer'] if rows_of[e['trainer']] == 1 else name} (paper)": e for name, e in entries.items()
-            if not datasets or set(e["results"]) <= {"average"} or any(d.lower() in e["results"] for d in datasets)}
+            if shown(e)}
 
 
 def interleave(methods: List[Method], labels: Dict[Method, str], references: Dict[str, dict], trainers=None) -> list:
@@ -396,6 +403,7 @@ def comparison_notes(protocol: str, labels: Dict, setups: Dict, references: Dict
     row beside them ran another protocol (backbone, shots) or averages other datasets."""
     def of(m):
         return setups.get((m.trainer, m.cfg), [])
+
     def text(m):
         setups_of = of(m) if m.trainer not in runs.NON_LEARNING_TRAINERS else [
             {k: v for k, v in setup.items() if k != "epochs"} for setup in of(m)]  # nothing trains

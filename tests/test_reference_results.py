@@ -200,3 +200,16 @@ def test_ship_ablation_rows_as_read_and_the_switches_that_give_them():
     for entry in switched:
         assert all(k.startswith("TRAINER.SHIP.") and k.split(".")[-1] in node for k in entry["switch"])
         assert entry["switch"] in summary.VARIANTS.values()  # each has its variant in scripts/ship/ablation.sh
+
+
+def test_a_world_table_shows_the_papers_averages_marked_as_other_datasets(tmp_path):
+    """The world's datasets are in no paper: SHIP's Table 1 rows stand beside a Shapes run by their
+    Averages, each marked ‡ (their 11 datasets are not ours); a CoOp dataset's table shows its own row."""
+    reference = ptr.load_reference()
+    run = tmp_path / "base2new" / "test_new" / "shapes" / "shots_16" / "SHIP" / "shapes" / "seed1" / "log.txt"
+    run.parent.mkdir(parents=True)
+    run.write_text("=> result\n* total: 10\n* correct: 7\n* accuracy: 70.0%\n")
+    table = ptr.build_base2new_table(tmp_path, trainers=["SHIP"], reference=reference)
+    assert column(table, "CoOp + SHIP (paper) HM") == {"shapes": "-", "Average": "76.73‡"}
+    assert column(table, "Tip-Adapter-F + SHIP (paper) Base")["Average"] == "83.80‡"
+    assert any(n.startswith("‡ a paper's mean over its 11 datasets; ours average shapes") for n in table.footnotes)
