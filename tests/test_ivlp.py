@@ -62,3 +62,23 @@ def test_language_only_uses_clip_image_encoder_even_on_a_resnet(shapes_root, tmp
         got = trainer.image_features(images, *trainer.prompt_learner.deep_prompts()[::2])
         torch.testing.assert_close(got, trainer.normalize(trainer.clip_model.encode_image(images)))
     assert step(trainer)["loss"] > 0
+
+
+def test_vpt_deep_is_vision_prompts_only_with_the_hand_crafted_text_prompt(shapes_root, tmp_path):
+    """VPT-deep (vit_b16_vpt_deep.yaml): no learnable text token, the class weights are exactly the
+    features of "a photo of a {class}." (the fixed text), and only the vision prompts train."""
+    trainer = build(shapes_root, tmp_path, "configs/trainers/IVLP/vit_b16_vpt_deep.yaml",
+                    ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "0", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "2"])
+    learner = trainer.prompt_learner
+    vis_w = trainer.clip_model.visual.class_embedding.shape[0]
+    shapes = {k: tuple(v.shape) for k, v in learner.state_dict().items()}
+    assert shapes["ctx"][0] == 0 and shapes["VPT"] == (8, vis_w) and shapes["vision_prompts.0"] == (8, vis_w)
+    assert not [k for k in shapes if k.startswith("text_prompts")]
+    with torch.no_grad():
+        weights = trainer.text_features(learner.deep_prompts()[1])
+        hand = trainer.encode_texts([f"a photo of a {c}." for c in trainer.train_classnames])
+    torch.testing.assert_close(weights, hand, rtol=1e-5, atol=1e-6)
+    before = {k: v.clone() for k, v in learner.state_dict().items()}
+    step(trainer)
+    assert {k for k, v in learner.state_dict().items() if not torch.equal(v, before[k]) and v.numel()} == {
+        "VPT", "vision_prompts.0"}

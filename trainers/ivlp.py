@@ -6,6 +6,8 @@ As the released `trainers/independentVL.py` and `ResidualAttentionBlock_IVLP`: t
 and a deep text prompt replaces it before each of layers 2..PROMPT_DEPTH_TEXT; the vision prompt `VPT`
 (N_CTX_VISION tokens) is appended to the image tokens and a deep vision prompt replaces it before each
 of layers 2..PROMPT_DEPTH_VISION (0: no vision prompts, the "language only" variant). Cross-entropy.
+N_CTX_TEXT 0 with PROMPT_DEPTH_TEXT 0 is VPT-deep (Jia et al., ECCV 2022) on CLIP: vision prompts
+only, the text side CTX_INIT + the class name as fixed text (configs/trainers/IVLP/vit_b16_vpt_deep.yaml).
 """
 import torch
 import torch.nn as nn
@@ -62,15 +64,21 @@ class IVLP(DeepPromptTrainer):
     def check_cfg(cls, cfg):
         super().check_cfg(cfg)
         node, key = cfg.TRAINER[cls.CONFIG_NODE], f"TRAINER.{cls.CONFIG_NODE}"
-        if node.N_CTX_TEXT < 1 or node.PROMPT_DEPTH_TEXT < 1 or node.PROMPT_DEPTH_VISION < 0:
-            raise ValueError(f"{key}.N_CTX_TEXT and PROMPT_DEPTH_TEXT must be at least 1, PROMPT_DEPTH_VISION 0 or more")
+        vpt_deep = node.N_CTX_TEXT == 0 and node.PROMPT_DEPTH_TEXT == 0  # the text side is CTX_INIT as text
+        if not vpt_deep and (node.N_CTX_TEXT < 1 or node.PROMPT_DEPTH_TEXT < 1) or node.PROMPT_DEPTH_VISION < 0:
+            raise ValueError(f"{key}.N_CTX_TEXT and PROMPT_DEPTH_TEXT must be at least 1 (or both 0: VPT-deep, the "
+                             "hand-crafted text prompt), PROMPT_DEPTH_VISION 0 or more")
+        if vpt_deep and node.PROMPT_DEPTH_VISION < 1:
+            raise ValueError(f"{key}: with no text prompts (N_CTX_TEXT 0, PROMPT_DEPTH_TEXT 0) PROMPT_DEPTH_VISION "
+                             "must be at least 1: nothing would be learned")
         if node.PROMPT_DEPTH_VISION > 0 and node.N_CTX_VISION < 1:
             raise ValueError(f"{key}.N_CTX_VISION must be at least 1 when PROMPT_DEPTH_VISION is set")
 
     def build_model(self):
         node = self.method_cfg
         self.load_clip()
-        self.check_depth("PROMPT_DEPTH_TEXT", node.PROMPT_DEPTH_TEXT, encoders=("text",))
+        if node.PROMPT_DEPTH_TEXT > 0:
+            self.check_depth("PROMPT_DEPTH_TEXT", node.PROMPT_DEPTH_TEXT, encoders=("text",))
         if node.PROMPT_DEPTH_VISION > 0:
             self.check_depth("PROMPT_DEPTH_VISION", node.PROMPT_DEPTH_VISION, encoders=("vision",))
         vis_width = vision_width(self.clip_model.visual) if node.PROMPT_DEPTH_VISION > 0 else 0
