@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import sys
 
 from .backbones import COOP_NAMES, OPENAI_FILE_SHA256
 from .paths import cache_root
@@ -75,8 +76,8 @@ def file_digest(path):
     """sha256 (hex) of a file's bytes, read once per file version."""
     real, size, mtime, entry = _entry(path)
     if "sha256" not in entry:
-        if size > 64 << 20:
-            print(f"Computing the sha256 of {real} ({size / 2**20:.0f} MB), once for this file")
+        if size > 64 << 20:  # on stderr: the planner's stdout is shell assignments
+            print(f"Computing the sha256 of {real} ({size / 2**20:.0f} MB), once for this file", file=sys.stderr)
         h = hashlib.sha256()
         with open(real, "rb") as f:
             for block in iter(lambda: f.read(_CHUNK), b""):
