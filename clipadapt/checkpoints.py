@@ -15,6 +15,7 @@ import yaml
 
 from .atomic import atomic_torch_save, atomic_write_text
 from .runs import config_diff, differences_text
+from .weights_identity import canonical_backbone
 
 # |weight| above this is divergence, not learning: CLIP-scale parameters (prompt context, adapters,
 # generators) live within a few units; OPTIM.LR 1e6 on CoOp drives ctx to 1e20 with a finite loss.
@@ -235,8 +236,11 @@ def checkpoint_mismatch(meta, expected, fpath):
     if meta.get("format", 1) > CHECKPOINT_FORMAT:
         return (f'Checkpoint "{fpath}" has format {meta["format"]} (written by clipadapt {meta.get("clipadapt", "?")}); '
                 f"this clipadapt reads format {CHECKPOINT_FORMAT} and older. Upgrade clipadapt.")
+    saved = dict(meta)
+    if isinstance(saved.get("backbone"), str):  # a checkpoint written before names were canonical held the path
+        saved["backbone"] = canonical_backbone(saved["backbone"], "")[0]
     for key in ("trainer", "backbone"):
-        if meta.get(key) is not None and expected.get(key) is not None and meta[key] != expected[key]:
+        if saved.get(key) is not None and expected.get(key) is not None and saved[key] != expected[key]:
             return (f'Checkpoint "{fpath}" was saved by {key} "{meta[key]}", but this run uses {key} '
                     f'"{expected[key]}". Use a run of the same {key} (--model-dir to evaluate, --output-dir to '
                     "resume), or change the config.")

@@ -122,6 +122,11 @@ def test_two_namings_and_a_moved_copy_share_one_cache_entry_and_one_run_folder(t
         entries.append(sorted(p.name for p in cache.rglob("*.pt")))
     assert len({r["config_digest"] for r in records}) == 1 and len({r["tag"] for r in records}) == 1
     assert entries[0] and entries[0] == entries[1] == entries[2]
+    # the checkpoint of the PRETRAINED_TAG naming evaluates under the NAME naming of the moved copy
+    train_main(coop_args(shapes_root, tmp_path / "eval", "MODEL.BACKBONE.PRETRAINED", "True",
+                         "MODEL.BACKBONE.NAME", str(moved), "OPTIM.MAX_EPOCH", "1", "FEATURES.CACHE_DIR", str(cache),
+                         flags=["--eval-only", "--model-dir", str(tmp_path / "run0"), "--load-epoch", "1"]))
+    assert "* accuracy:" in (tmp_path / "eval" / "log.txt").read_text()
     other = tiny_weights(tmp_path / "other.pt", seed=3)  # another file: its own entries
     train_main(coop_args(shapes_root, tmp_path / "run3", "MODEL.BACKBONE.PRETRAINED", "True",
                          "MODEL.BACKBONE.PRETRAINED_TAG", other, "OPTIM.MAX_EPOCH", "1",
