@@ -7,7 +7,7 @@ A new trainer runs every protocol its protocol_defaults.json names, with no scri
 No torch import here.
 
     python -m clipadapt.protocols default-config TRAINER PROTOCOL   # its default config's name
-    python -m clipadapt.protocols datasets PROTOCOL                  # the protocol's datasets
+    python -m clipadapt.protocols datasets PROTOCOL [--source S]     # the protocol's datasets (xd: S's targets)
 """
 import json
 import os.path as osp
@@ -115,13 +115,17 @@ def main(argv=None):
     default.add_argument("protocol")
     datasets = sub.add_parser("datasets", help="the datasets PROTOCOL runs on by default")
     datasets.add_argument("protocol")
+    datasets.add_argument("--source", default=SOURCE_DATASET, help="xd's source: its targets (shapes: the world's)")
     args = parser.parse_args(argv)
     try:
         if args.command == "default-config":
             print(default_config(args.trainer, args.protocol))
         else:
             check_protocol(args.protocol)
-            print(" ".join(DEFAULT_DATASETS[args.protocol]))
+            if args.protocol == "xd" and args.source in XD_SOURCES:
+                print(" ".join(XD_SOURCES[args.source]))
+            else:
+                print(" ".join(DEFAULT_DATASETS[args.protocol]))
     except ProtocolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

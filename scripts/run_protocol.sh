@@ -11,7 +11,8 @@
 #   base2new  the 11 CoOp datasets: train on base classes, test on base and new (base2new_train/test.sh)
 #   fewshot   the 11 CoOp datasets x shots SHOTS_LIST (default "1 2 4 8 16") (few_shot.sh)
 #   xd        train on SOURCE (default imagenet, 16 shots, all classes), test on the 10 other CoOp
-#             datasets (xd_train.sh, xd_test.sh)
+#             datasets (xd_train.sh, xd_test.sh); SOURCE=shapes: the world's targets shapes_shape,
+#             shapes_colour, shapes_size (python -m clipadapt.world.shapes --targets)
 #   dg        train on SOURCE as for xd, test on imagenetv2 imagenet_sketch imagenet_a imagenet_r
 #   gzsl      the classic GZSL benchmarks cub awa2 sun_gzsl flo (what the papers report; the CoOp
 #             datasets work too, e.g. DATASETS="caltech101 eurosat", with seen = base and unseen = new)
@@ -55,7 +56,7 @@ done
 [ $# -ge 2 ] || usage "give PROTOCOL and TRAINER"
 PROTOCOL=$1; TRAINER=$2; shift 2
 # The protocol's datasets and the trainer's default config come from clipadapt/protocols.py.
-DEFAULT_DATASETS=$(python -m clipadapt.protocols datasets "$PROTOCOL" 2>&1) || usage "${DEFAULT_DATASETS#error: }"
+DEFAULT_DATASETS=$(python -m clipadapt.protocols datasets "$PROTOCOL" --source "${SOURCE:-imagenet}" 2>&1) || usage "${DEFAULT_DATASETS#error: }"
 [ -d "configs/trainers/$TRAINER" ] || usage "no configs/trainers/$TRAINER/ (trainers with configs: $(ls configs/trainers | tr '\n' ' '))"
 
 CFG=""

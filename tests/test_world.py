@@ -371,3 +371,12 @@ def test_cross_dataset_target_worlds_fix_their_class_words_and_load_as_datasets(
     assert dataset_name in CUSTOM_TEMPLATES
     data = build_dataset(str(tmp_path), dataset_name)
     assert data.classnames == list(spec.classnames) and len(data.test) == len(spec.classnames)
+
+
+def test_the_xd_protocol_of_the_world_source_is_its_target_worlds(capsys):
+    """run_protocol.sh asks `python -m clipadapt.protocols datasets xd --source $SOURCE` for its datasets."""
+    from clipadapt import protocols
+    assert protocols.main(["datasets", "xd", "--source", "shapes"]) == 0
+    assert capsys.readouterr().out.split() == list(shapes.TARGET_WORLDS)
+    assert protocols.main(["datasets", "xd"]) == 0
+    assert capsys.readouterr().out.split() == list(protocols.XD_TARGETS)
