@@ -1,7 +1,7 @@
-"""The baselines equal their released code: on the same weights and inputs, our CoCoOp, KgCoOp and
-MaPLe give the logits, loss, score and gradients that the released modules give (KaiyangZhou/CoOp
+"""The baselines equal their released code: on the same weights and inputs, our CoCoOp, KgCoOp, MaPLe
+and IVLP give the logits, loss, score and gradients that the released modules give (KaiyangZhou/CoOp
 trainers/cocoop.py, htyao89/KgCoOp KgCoOp/trainers/kgcoop.py, muzairkhattak/multimodal-prompt-learning
-trainers/maple.py with its clip/model.py; run on a CPU in fp32 with their own clip/ packages; the
+trainers/maple.py and trainers/independentVL.py with its clip/model.py; run on a CPU in fp32 with their own clip/ packages; the
 numbers are in tests/fixtures/released_*.json, each saying how they were made and what was patched). The weights are the seeded OpenAI-format ViT-B/16 of test_openai_parity.py.
 """
 import json
@@ -18,10 +18,12 @@ from clipadapt.clip import PromptLearner, TextEncoder, encode_image_prompted, lo
 from trainers.cocoop import ConditionalPromptLearner, conditional_logits
 from trainers.coop import CoOp
 from trainers.kgcoop import knowledge_guided_score
+from trainers.ivlp import IndependentPromptLearner
 from trainers.maple import MultiModalPromptLearner
 
 FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_cocoop_kgcoop.json")
 MAPLE_FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_maple.json")
+IVLP_FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_ivlp.json")
 RTOL = 1e-4  # fp32 on both sides; our text encoder is cut to the longest EOT, the released one runs 77 tokens
 DIFFS = {}  # what -> max relative difference (printed with -s)
 
@@ -141,6 +143,44 @@ def test_maple_equals_released(vit_b16, released_maple, depth):
     close(image[0, :8], ref["image_features_first8"], f"MaPLe-{depth} image features")
     close(text[0, :8], ref["text_features_first8"], f"MaPLe-{depth} text features")
     close(logits, ref["logits"], f"MaPLe-{depth} logits")
+
+
+@pytest.mark.parametrize("variant", ["2+2_depth12", "language_only"])
+def test_ivlp_equals_released(vit_b16, variant):
+    """IVLP's 2+2 config (prompts in all 12 layers of both encoders) and its language-only variant:
+    loss, logits, features and every prompt's gradient equal the released CustomCLIP's."""
+    with open(IVLP_FIXTURE) as f:
+        released = json.load(f)
+    ref, names = released[variant], released["classnames"]
+    c = ref["config"]
+    learner = IndependentPromptLearner(vit_b16.encoder, vit_b16.tokenizer, names, vis_width=768,
+                                       n_ctx_text=c["N_CTX_TEXT"], n_ctx_vision=c["N_CTX_VISION"] or 2,
+                                       ctx_init="a photo of a", depth_text=c["PROMPT_DEPTH_TEXT"],
+                                       depth_vision=c["PROMPT_DEPTH_VISION"])
+    assert [[n, list(p.shape)] for n, p in sorted(learner.named_parameters())] == ref["prompt_parameters"]
+    close(learner.ctx[0, :8], ref["ctx_init_first8"], f"IVLP {variant} ctx init")
+    g = torch.Generator().manual_seed(2)  # the fixture's rule for every other parameter
+    with torch.no_grad():
+        for name, p in sorted(learner.named_parameters()):
+            if name != "ctx":
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 224, 224)
+    first, text_deep, vision_deep = learner.deep_prompts()
+    text = vit_b16.encoder(*learner(), text_deep)
+    image = encode_image_prompted(vit_b16.model.visual, images, first, vision_deep)
+    logits = vit_b16.model.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+    loss = F.cross_entropy(logits, vit_b16.labels)
+    assert loss.item() == pytest.approx(ref["loss"], rel=1e-5)
+    loss.backward()
+    params = dict(learner.named_parameters())
+    assert set(params) == set(ref["grads"])
+    for name, want in ref["grads"].items():
+        assert params[name].grad.norm().item() == pytest.approx(want["norm"], rel=RTOL), name
+        close(params[name].grad.flatten()[:16], want["first16"], f"IVLP {variant} grad {name}")
+    close(image[0, :8], ref["image_features_first8"], f"IVLP {variant} image features")
+    close(text[0, :8], ref["text_features_first8"], f"IVLP {variant} text features")
+    close(logits, ref["logits"], f"IVLP {variant} logits")
 
 
 @pytest.fixture(scope="module", autouse=True)
