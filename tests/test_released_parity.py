@@ -1,7 +1,8 @@
-"""The baselines equal their released code: on the same weights and inputs, our CoCoOp, KgCoOp, MaPLe
-and IVLP give the logits, loss, score and gradients that the released modules give (KaiyangZhou/CoOp
+"""The baselines equal their released code: on the same weights and inputs, our CoCoOp, KgCoOp, MaPLe,
+IVLP and PromptSRC give the logits, loss, score and gradients that the released modules give (KaiyangZhou/CoOp
 trainers/cocoop.py, htyao89/KgCoOp KgCoOp/trainers/kgcoop.py, muzairkhattak/multimodal-prompt-learning
-trainers/maple.py and trainers/independentVL.py with its clip/model.py; run on a CPU in fp32 with their own clip/ packages; the
+trainers/maple.py and trainers/independentVL.py with its clip/model.py, muzairkhattak/PromptSRC
+trainers/promptsrc.py; run on a CPU in fp32 with their own clip/ packages; the
 numbers are in tests/fixtures/released_*.json, each saying how they were made and what was patched). The weights are the seeded OpenAI-format ViT-B/16 of test_openai_parity.py.
 """
 import json
@@ -20,10 +21,12 @@ from trainers.coop import CoOp
 from trainers.kgcoop import knowledge_guided_score
 from trainers.ivlp import IndependentPromptLearner
 from trainers.maple import MultiModalPromptLearner
+from trainers.promptsrc import self_regularization
 
 FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_cocoop_kgcoop.json")
 MAPLE_FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_maple.json")
 IVLP_FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_ivlp.json")
+PROMPTSRC_FIXTURE = osp.join(osp.dirname(__file__), "fixtures", "released_promptsrc.json")
 RTOL = 1e-4  # fp32 on both sides; our text encoder is cut to the longest EOT, the released one runs 77 tokens
 DIFFS = {}  # what -> max relative difference (printed with -s)
 
@@ -181,6 +184,56 @@ def test_ivlp_equals_released(vit_b16, variant):
     close(image[0, :8], ref["image_features_first8"], f"IVLP {variant} image features")
     close(text[0, :8], ref["text_features_first8"], f"IVLP {variant} text features")
     close(logits, ref["logits"], f"IVLP {variant} logits")
+
+
+def test_promptsrc_equals_released(vit_b16):
+    """PromptSRC (4+4 tokens, depth 9, weights 25 and 10): the cross-entropy, the three
+    self-regularising terms, the frozen teachers' logits and every prompt's gradient equal the
+    released CustomCLIP's and forward_backward's."""
+    from clipadapt.clip import IMAGENET_TEMPLATES
+    with open(PROMPTSRC_FIXTURE) as f:
+        ref = json.load(f)
+    c, names = ref["config"], ref["classnames"]
+    learner = IndependentPromptLearner(vit_b16.encoder, vit_b16.tokenizer, names, vis_width=768,
+                                       n_ctx_text=c["N_CTX_TEXT"], n_ctx_vision=c["N_CTX_VISION"],
+                                       ctx_init="a photo of a", depth_text=c["PROMPT_DEPTH_TEXT"],
+                                       depth_vision=c["PROMPT_DEPTH_VISION"])
+    assert [[n, list(p.shape)] for n, p in sorted(learner.named_parameters())] == ref["prompt_parameters"]
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in sorted(learner.named_parameters()):
+            if name != "ctx":
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        # the teachers: the mean over the 60 ImageNet templates of CLIP's text features (then unit norm),
+        # and the unprompted image encoder
+        total = sum(vit_b16.encoder.encode_tokenized(vit_b16.tokenizer(
+            [t.format(n.replace("_", " ")) for n in names]), normalize=False) for t in IMAGENET_TEMPLATES)
+        fixed = F.normalize(total / len(IMAGENET_TEMPLATES), dim=-1)
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 224, 224)
+    scale = vit_b16.model.logit_scale.exp()
+    with torch.no_grad():
+        frozen = F.normalize(vit_b16.model.visual(images), dim=-1)
+    first, text_deep, vision_deep = learner.deep_prompts()
+    text = F.normalize(vit_b16.encoder(*learner(), text_deep), dim=-1)
+    image = F.normalize(encode_image_prompted(vit_b16.model.visual, images, first, vision_deep), dim=-1)
+    logits = scale * image @ text.t()
+    terms = {"loss_ce": F.cross_entropy(logits, vit_b16.labels),
+             **self_regularization(text, fixed, image, frozen, logits, scale * frozen @ fixed.t(),
+                                   c["TEXT_LOSS_WEIGHT"], c["IMAGE_LOSS_WEIGHT"])}
+    close(fixed[0, :8], ref["fixed_text_first8"], "PromptSRC fixed text features")
+    close(scale * frozen @ fixed.t(), ref["zero_shot_logits"], "PromptSRC zero-shot logits")
+    for name, value in terms.items():
+        assert value.item() == pytest.approx(ref["terms"][name], rel=1e-4), name
+    loss = sum(terms.values())
+    assert loss.item() == pytest.approx(ref["terms"]["loss"], rel=1e-5)
+    loss.backward()
+    params = dict(learner.named_parameters())
+    assert set(params) == set(ref["grads"])
+    for name, want in ref["grads"].items():
+        assert params[name].grad.norm().item() == pytest.approx(want["norm"], rel=RTOL), name
+        close(params[name].grad.flatten()[:16], want["first16"], f"PromptSRC grad {name}")
+    close(logits, ref["logits"], "PromptSRC logits")
 
 
 @pytest.fixture(scope="module", autouse=True)
