@@ -191,7 +191,7 @@ def folder_disagreement(run_dir: Path, fields: dict) -> Optional[str]:
 
 
 # What a method's runs were run with, as their run.json records it (for the table's notes and the
-# protocol checks against the published rows): {Method: {"backbone", "epochs", "config"}}.
+# protocol checks against the published rows): {(trainer, cfg): [{"backbone", "epochs", "config"}, ...]}.
 SETUP_KEYS = {"backbone": "MODEL.BACKBONE.NAME", "epochs": "OPTIM.MAX_EPOCH"}
 
 
@@ -388,6 +388,11 @@ PROTOCOL_SHOTS = 16  # the shots of every published base2new, xd, dg and gzsl ro
 NOT_SAME_MARK = "‡"
 
 
+def averages_other_datasets(protocol: str, datasets) -> bool:
+    """Whether our Average is over other datasets than a paper's (the protocol's own list)."""
+    return set(datasets) != set(DEFAULT_DATASETS.get(protocol, ()))
+
+
 def setup_text(setups: List[dict]) -> str:
     """"config shapes, backbone shapes-clip, 30 epochs" (several values joined by '/')."""
     parts = []
@@ -422,9 +427,8 @@ def comparison_notes(protocol: str, labels: Dict, setups: Dict, references: Dict
         other = sorted({f"{labels[m]} at {m.shots}" for m in labels if m.shots and m.shots != PROTOCOL_SHOTS})
         if other:
             warn(f"{protocol}: the published rows are {PROTOCOL_SHOTS}-shot; ours: {', '.join(other)} shots")
-    expected = DEFAULT_DATASETS.get(protocol, ())
-    if any("average" in e["results"] for e in references.values()) and set(datasets) != set(expected):
-        notes.append(f"{NOT_SAME_MARK} a paper's mean over its {len(expected)} datasets; ours average "
+    if any("average" in e["results"] for e in references.values()) and averages_other_datasets(protocol, datasets):
+        notes.append(f"{NOT_SAME_MARK} a paper's mean over its {len(DEFAULT_DATASETS[protocol])} datasets; ours average "
                      f"{', '.join(datasets) or 'no dataset'}: not the same datasets")
     return notes
 
@@ -432,8 +436,7 @@ def comparison_notes(protocol: str, labels: Dict, setups: Dict, references: Dict
 def published_cell(entry: dict, dataset: str, key: str, protocol: str, datasets) -> Cell:
     """A published value; its 'average' marked when our table averages other datasets than the paper's."""
     cell = reference_cell(entry, dataset.lower(), key)
-    if dataset.lower() == "average" and cell.value is not None and \
-            set(datasets) != set(DEFAULT_DATASETS.get(protocol, ())):
+    if dataset.lower() == "average" and cell.value is not None and averages_other_datasets(protocol, datasets):
         cell.mark += NOT_SAME_MARK
     return cell
 
@@ -656,7 +659,12 @@ def narrow_views(table: Table, width: int = TERMINAL_WIDTH) -> Tuple[List[Table]
     if _width(table) <= width:
         return [table], []
     last = len(table.headers) - 1 if table.headers[-1] == "seeds" else len(table.headers)
-    tail = table.headers[last:]
+
+    def view(first, chosen):
+        """The first column headed `first`, the `chosen` (header, column index) pairs, the seeds column."""
+        return Table(table.protocol, [first] + [h for h, _ in chosen] + table.headers[last:],
+                     [[row[0]] + [row[c] for _, c in chosen] + row[last:] for row in table.rows])
+
     legend, pieces = [], []  # pieces: (first header, [(header, column index)])
     if table.groups:
         start, starts = 1, []
@@ -664,10 +672,8 @@ def narrow_views(table: Table, width: int = TERMINAL_WIDTH) -> Tuple[List[Table]
             legend.append(f"{_key(i)} = {label}")
             starts.append(start)
             start += len(subs)
-        keyed = [(f"{_key(i)} {sub}", starts[i] + j) for i, (_, subs) in enumerate(table.groups)
-                 for j, sub in enumerate(subs)]
-        whole = Table(table.protocol, [table.headers[0]] + [h for h, _ in keyed] + table.headers[last:],
-                      [[row[0]] + [row[c] for _, c in keyed] + row[last:] for row in table.rows])
+        whole = view(table.headers[0], [(f"{_key(i)} {sub}", starts[i] + j) for i, (_, subs) in enumerate(table.groups)
+                                        for j, sub in enumerate(subs)])
         if _width(whole) <= width:  # the methods' keys are enough: one table
             return [whole], legend
         for j, sub in enumerate(table.groups[0][1]):
@@ -675,9 +681,6 @@ def narrow_views(table: Table, width: int = TERMINAL_WIDTH) -> Tuple[List[Table]
     else:
         pieces.append((table.headers[0], [(table.headers[c], c) for c in range(1, last)]))
 
-    def view(first, chosen):
-        return Table(table.protocol, [first] + [h for h, _ in chosen] + tail,
-                     [[row[0]] + [row[c] for _, c in chosen] + row[last:] for row in table.rows])
     views = []
     for first, columns in pieces:
         current = []

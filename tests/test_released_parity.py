@@ -111,6 +111,43 @@ def test_kgcoop_equals_released(vit_b16, released):
     close(learner.ctx.grad, ref["grad_ctx"], "KgCoOp grad ctx")
 
 
+def fill_prompts(learner):
+    """The fixtures' rule for every prompt parameter but ctx: randn * 0.02 from Generator(2), in sorted order."""
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in sorted(learner.named_parameters()):
+            if name != "ctx":
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def fixture_images():
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 224, 224)
+
+
+def prompted_features(learner, vit_b16, images):
+    """(image features, text features) of a deep-prompt learner, unnormalised."""
+    first, text_deep, vision_deep = learner.deep_prompts()
+    text = vit_b16.encoder(*learner(), text_deep)
+    return encode_image_prompted(vit_b16.model.visual, images, first, vision_deep), text
+
+
+def check_prompt_grads(learner, grads, what):
+    """Each prompt parameter's gradient: its norm and first 16 values as the fixture has them."""
+    params = dict(learner.named_parameters())
+    assert set(grads) <= set(params)
+    for name, want in grads.items():
+        assert params[name].grad.norm().item() == pytest.approx(want["norm"], rel=RTOL), name
+        close(params[name].grad.flatten()[:16], want["first16"], f"{what} grad {name}")
+
+
+def ivlp_learner(vit_b16, names, c):
+    return IndependentPromptLearner(vit_b16.encoder, vit_b16.tokenizer, names, vis_width=768,
+                                    n_ctx_text=c["N_CTX_TEXT"], n_ctx_vision=c["N_CTX_VISION"] or 2,
+                                    ctx_init="a photo of a", depth_text=c["PROMPT_DEPTH_TEXT"],
+                                    depth_vision=c["PROMPT_DEPTH_VISION"])
+
+
 @pytest.mark.parametrize("depth", [9, 3])
 def test_maple_equals_released(vit_b16, released_maple, depth):
     ref, names = released_maple[f"depth{depth}"], released_maple["inputs"]["classnames"]
@@ -119,18 +156,11 @@ def test_maple_equals_released(vit_b16, released_maple, depth):
     assert [[n, list(p.shape)] for n, p in sorted(learner.named_parameters())] == ref["prompt_learner_parameters"]
     assert learner.tokenized_prompts.argmax(-1).tolist() == ref["tokenized_prompts_argmax"]
     close(learner.ctx[0, :8], ref["ctx_init_first8"], f"MaPLe-{depth} ctx init")
-    g = torch.Generator().manual_seed(2)  # the fixture's rule for every other parameter
-    with torch.no_grad():
-        for name, p in sorted(learner.named_parameters()):
-            if name != "ctx":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    torch.manual_seed(1)
-    images = torch.randn(2, 3, 224, 224)
+    fill_prompts(learner)
+    images = fixture_images()
 
     def forward():
-        first, text_deep, vision_deep = learner.deep_prompts()
-        text = vit_b16.encoder(*learner(), text_deep)
-        image = encode_image_prompted(vit_b16.model.visual, images, first, vision_deep)
+        image, text = prompted_features(learner, vit_b16, images)
         return image, text, vit_b16.model.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
 
     image, text, logits = forward()
@@ -138,11 +168,7 @@ def test_maple_equals_released(vit_b16, released_maple, depth):
     assert loss.item() == pytest.approx(ref["loss"], rel=1e-5)
     loss.backward()
     close(learner.ctx.grad, ref["grad_ctx"], f"MaPLe-{depth} grad ctx")
-    params = dict(learner.named_parameters())
-    for name, want in ref["grads"].items():
-        grad = params[name].grad
-        assert grad.norm().item() == pytest.approx(want["norm"], rel=RTOL), name
-        close(grad.flatten()[:16], want["first16"], f"MaPLe-{depth} grad {name}")
+    check_prompt_grads(learner, ref["grads"], f"MaPLe-{depth}")
     close(image[0, :8], ref["image_features_first8"], f"MaPLe-{depth} image features")
     close(text[0, :8], ref["text_features_first8"], f"MaPLe-{depth} text features")
     close(logits, ref["logits"], f"MaPLe-{depth} logits")
@@ -155,32 +181,17 @@ def test_ivlp_equals_released(vit_b16, variant):
     with open(IVLP_FIXTURE) as f:
         released = json.load(f)
     ref, names = released[variant], released["classnames"]
-    c = ref["config"]
-    learner = IndependentPromptLearner(vit_b16.encoder, vit_b16.tokenizer, names, vis_width=768,
-                                       n_ctx_text=c["N_CTX_TEXT"], n_ctx_vision=c["N_CTX_VISION"] or 2,
-                                       ctx_init="a photo of a", depth_text=c["PROMPT_DEPTH_TEXT"],
-                                       depth_vision=c["PROMPT_DEPTH_VISION"])
+    learner = ivlp_learner(vit_b16, names, ref["config"])
     assert [[n, list(p.shape)] for n, p in sorted(learner.named_parameters())] == ref["prompt_parameters"]
     close(learner.ctx[0, :8], ref["ctx_init_first8"], f"IVLP {variant} ctx init")
-    g = torch.Generator().manual_seed(2)  # the fixture's rule for every other parameter
-    with torch.no_grad():
-        for name, p in sorted(learner.named_parameters()):
-            if name != "ctx":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    torch.manual_seed(1)
-    images = torch.randn(2, 3, 224, 224)
-    first, text_deep, vision_deep = learner.deep_prompts()
-    text = vit_b16.encoder(*learner(), text_deep)
-    image = encode_image_prompted(vit_b16.model.visual, images, first, vision_deep)
+    fill_prompts(learner)
+    image, text = prompted_features(learner, vit_b16, fixture_images())
     logits = vit_b16.model.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
     loss = F.cross_entropy(logits, vit_b16.labels)
     assert loss.item() == pytest.approx(ref["loss"], rel=1e-5)
     loss.backward()
-    params = dict(learner.named_parameters())
-    assert set(params) == set(ref["grads"])
-    for name, want in ref["grads"].items():
-        assert params[name].grad.norm().item() == pytest.approx(want["norm"], rel=RTOL), name
-        close(params[name].grad.flatten()[:16], want["first16"], f"IVLP {variant} grad {name}")
+    assert set(dict(learner.named_parameters())) == set(ref["grads"])
+    check_prompt_grads(learner, ref["grads"], f"IVLP {variant}")
     close(image[0, :8], ref["image_features_first8"], f"IVLP {variant} image features")
     close(text[0, :8], ref["text_features_first8"], f"IVLP {variant} text features")
     close(logits, ref["logits"], f"IVLP {variant} logits")
@@ -194,29 +205,20 @@ def test_promptsrc_equals_released(vit_b16):
     with open(PROMPTSRC_FIXTURE) as f:
         ref = json.load(f)
     c, names = ref["config"], ref["classnames"]
-    learner = IndependentPromptLearner(vit_b16.encoder, vit_b16.tokenizer, names, vis_width=768,
-                                       n_ctx_text=c["N_CTX_TEXT"], n_ctx_vision=c["N_CTX_VISION"],
-                                       ctx_init="a photo of a", depth_text=c["PROMPT_DEPTH_TEXT"],
-                                       depth_vision=c["PROMPT_DEPTH_VISION"])
+    learner = ivlp_learner(vit_b16, names, c)
     assert [[n, list(p.shape)] for n, p in sorted(learner.named_parameters())] == ref["prompt_parameters"]
-    g = torch.Generator().manual_seed(2)
+    fill_prompts(learner)
     with torch.no_grad():
-        for name, p in sorted(learner.named_parameters()):
-            if name != "ctx":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
         # the teachers: the mean over the 60 ImageNet templates of CLIP's text features (then unit norm),
         # and the unprompted image encoder
         total = sum(vit_b16.encoder.encode_tokenized(vit_b16.tokenizer(
             [t.format(n.replace("_", " ")) for n in names]), normalize=False) for t in IMAGENET_TEMPLATES)
         fixed = F.normalize(total / len(IMAGENET_TEMPLATES), dim=-1)
-    torch.manual_seed(1)
-    images = torch.randn(2, 3, 224, 224)
+    images = fixture_images()
     scale = vit_b16.model.logit_scale.exp()
     with torch.no_grad():
         frozen = F.normalize(vit_b16.model.visual(images), dim=-1)
-    first, text_deep, vision_deep = learner.deep_prompts()
-    text = F.normalize(vit_b16.encoder(*learner(), text_deep), dim=-1)
-    image = F.normalize(encode_image_prompted(vit_b16.model.visual, images, first, vision_deep), dim=-1)
+    image, text = (F.normalize(x, dim=-1) for x in prompted_features(learner, vit_b16, images))
     logits = scale * image @ text.t()
     terms = {"loss_ce": F.cross_entropy(logits, vit_b16.labels),
              **self_regularization(text, fixed, image, frozen, logits, scale * frozen @ fixed.t(),
@@ -228,11 +230,8 @@ def test_promptsrc_equals_released(vit_b16):
     loss = sum(terms.values())
     assert loss.item() == pytest.approx(ref["terms"]["loss"], rel=1e-5)
     loss.backward()
-    params = dict(learner.named_parameters())
-    assert set(params) == set(ref["grads"])
-    for name, want in ref["grads"].items():
-        assert params[name].grad.norm().item() == pytest.approx(want["norm"], rel=RTOL), name
-        close(params[name].grad.flatten()[:16], want["first16"], f"PromptSRC grad {name}")
+    assert set(dict(learner.named_parameters())) == set(ref["grads"])
+    check_prompt_grads(learner, ref["grads"], "PromptSRC")
     close(logits, ref["logits"], "PromptSRC logits")
 
 
