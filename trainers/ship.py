@@ -56,6 +56,11 @@ class FeatureEncoder(nn.Module):
         return self.mean(h), self.log_var(h)
 
 
+def activation(leaky_slope):
+    """The released generator's activation: ReLU, or LeakyReLU(slope) (ImageNet)."""
+    return nn.LeakyReLU(leaky_slope, inplace=True) if leaky_slope > 0 else nn.ReLU(inplace=True)
+
+
 class BiasGenerator(nn.Module):
     """z (B, latent) -> local bias added to the context tokens of the prompt: one (B, ctx_dim) for
     every token (the paper's identical bias [r, ..., r]), or (B, n_tokens, ctx_dim), one per token
@@ -64,8 +69,8 @@ class BiasGenerator(nn.Module):
     def __init__(self, latent, hidden, ctx_dim, leaky_slope=0.0, n_tokens=0):
         super().__init__()
         self.n_tokens, self.ctx_dim = n_tokens, ctx_dim
-        act = nn.LeakyReLU(leaky_slope, inplace=True) if leaky_slope > 0 else nn.ReLU(inplace=True)
-        self.net = nn.Sequential(nn.Linear(latent, hidden), act, nn.Linear(hidden, max(n_tokens, 1) * ctx_dim))
+        self.net = nn.Sequential(nn.Linear(latent, hidden), activation(leaky_slope),
+                                 nn.Linear(hidden, max(n_tokens, 1) * ctx_dim))
 
     def forward(self, z):
         bias = self.net(z)
@@ -78,11 +83,8 @@ class FeatureGenerator(nn.Module):
 
     def __init__(self, latent, hidden, feat_dim, leaky_slope=0.0):
         super().__init__()
-
-        def act():
-            return nn.LeakyReLU(leaky_slope, inplace=True) if leaky_slope > 0 else nn.ReLU(inplace=True)
-        self.net = nn.Sequential(nn.Linear(latent + feat_dim, hidden), act(), nn.Linear(hidden, hidden), act(),
-                                 nn.Linear(hidden, feat_dim))
+        self.net = nn.Sequential(nn.Linear(latent + feat_dim, hidden), activation(leaky_slope),
+                                 nn.Linear(hidden, hidden), activation(leaky_slope), nn.Linear(hidden, feat_dim))
 
     def forward(self, z, class_features):
         return self.net(torch.cat([z, class_features], dim=1))
@@ -351,8 +353,8 @@ class SHIP(ClipTrainer):
         elif self.is_target_run:
             self.load_init_run()
             print(f"SHIP: per-target cross-dataset run: the generator and {self.method_cfg.STAGE2} come from the "
-                  f"source run; stage 2 fine-tunes on features synthesized for the {len(self.stage2_classnames)} class names "
-                  f"of {self.cfg.DATASET.NAME} ({self.method_cfg.TARGET_SYN_SHOTS} per class and epoch). The target's "
+                  f"source run; stage 2 fine-tunes on features synthesized for the {len(self.stage2_classnames)} "
+                  f"class names of {self.cfg.DATASET.NAME} ({self.method_cfg.TARGET_SYN_SHOTS} per class and epoch). The target's "
                   "class names are used in training; none of its images is")
         elif self.synthesizes or self.trains_generator_for_targets:
             if not self.synthesizes:
