@@ -354,8 +354,8 @@ class SHIP(ClipTrainer):
             self.load_init_run()
             print(f"SHIP: per-target cross-dataset run: the generator and {self.method_cfg.STAGE2} come from the "
                   f"source run; stage 2 fine-tunes on features synthesized for the {len(self.stage2_classnames)} "
-                  f"class names of {self.cfg.DATASET.NAME} ({self.method_cfg.TARGET_SYN_SHOTS} per class and epoch). The target's "
-                  "class names are used in training; none of its images is")
+                  f"class names of {self.cfg.DATASET.NAME} ({self.method_cfg.TARGET_SYN_SHOTS} per class and epoch). "
+                  "The target's class names are used in training; none of its images is")
         elif self.synthesizes or self.trains_generator_for_targets:
             if not self.synthesizes:
                 print("SHIP: TRAINER.SHIP.XD_PROTOCOL per_target: the generator trains on this source for the target "
